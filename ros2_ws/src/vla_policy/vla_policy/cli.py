@@ -1,0 +1,331 @@
+"""``vla-policy``: describe, init, predict, bench (more subcommands register through SUBCOMMAND_PARSERS).
+
+Each subcommand is added by an ``add_<name>_parser(subparsers)`` function that sets ``func`` on its parser;
+``func(args) -> int`` is the exit code. To add one (e.g. eval, train) from another module, append its
+adder to :data:`SUBCOMMAND_PARSERS` or list it in :data:`PLUGIN_SUBCOMMANDS` as ``"module:function"``.
+Bad input exits non-zero with one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_policy.checkpoint import CheckpointError
+from vla_policy.observation import synthetic_observation
+from vla_policy.presets import PRESETS, get_preset
+from vla_policy.strict_config import ConfigError, to_dict
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class CLIError(Exception):
+    """Bad user input: reported as one line, exit code 2."""
+
+
+# ---- shared helpers -------------------------------------------------------------------------------
+def _load_policy(args: argparse.Namespace) -> Any:
+    from vla_policy.policy import VLAPolicy
+
+    dtype = DTYPES[args.dtype]
+    if getattr(args, "checkpoint", None):
+        return VLAPolicy.from_checkpoint(args.checkpoint, device=args.device, dtype=dtype)
+    return VLAPolicy(get_preset(args.preset), device=args.device, dtype=dtype, seed=args.seed)
+
+
+def _add_model_source(p: argparse.ArgumentParser, preset_default: str | None = None) -> None:
+    src = p.add_mutually_exclusive_group(required=preset_default is None)
+    src.add_argument("--checkpoint", type=Path, help="checkpoint directory")
+    src.add_argument("--preset", default=preset_default, help=f"preset name ({', '.join(PRESETS)})")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--seed", type=int, default=0, help="init seed (presets) and noise seed")
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: Callable[[dict[str, Any]], str]) -> None:
+    print(json.dumps(data, indent=1) if getattr(args, "json", False) else text(data))
+
+
+def _ms(x: float) -> float:
+    return round(x * 1000.0, 3)
+
+
+# ---- describe -------------------------------------------------------------------------------------
+def module_parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Parameter counts per top-level module: the Eagle parts and each action-head child."""
+    counts: dict[str, int] = {}
+    eagle = model.backbone.eagle_model
+    for name, child in eagle.named_children():
+        counts[f"backbone.eagle_model.{name}"] = sum(p.numel() for p in child.parameters())
+    counts["backbone.eagle_linear"] = sum(p.numel() for p in model.backbone.eagle_linear.parameters())
+    for name, child in model.action_head.named_children():
+        counts[f"action_head.{name}"] = sum(p.numel() for p in child.parameters())
+    if isinstance(getattr(model.action_head, "future_tokens", None), torch.nn.Module):
+        counts["action_head.future_tokens"] = model.action_head.future_tokens.weight.numel()
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
+def _shape(t: torch.Tensor) -> list[int]:
+    return list(t.shape)
+
+
+def model_shapes(model: torch.nn.Module) -> dict[str, Any]:
+    """Key dimensions read off the built weights (so they cannot drift from the code)."""
+    head = model.action_head
+    shapes: dict[str, Any] = {}
+    if hasattr(head, "state_encoder"):
+        w1, w2 = head.state_encoder.layer1.W, head.state_encoder.layer2.W
+        shapes["state_encoder"] = [w1.shape[1], w1.shape[2], w2.shape[2]]
+        enc = head.action_encoder
+        shapes["action_encoder"] = {"W1": _shape(enc.W1.W)[1:], "W2": _shape(enc.W2.W)[1:],
+                                    "W3": _shape(enc.W3.W)[1:]}
+        dit = head.model
+        blocks = dit.transformer_blocks
+        cross = dit.cross_layers[0]
+        shapes["dit"] = {
+            "blocks": len(blocks),
+            "width": blocks[0].attn1.to_q.out_features,
+            "heads": blocks[0].attn1.heads,
+            "head_dim": blocks[0].attn1.dim_head,
+            "cross_attention_blocks": list(dit.cross_layers),
+            "cross_kv": [blocks[cross].attn1.to_k.in_features, blocks[cross].attn1.to_k.out_features],
+            "proj_out_2": [dit.proj_out_2.in_features, dit.proj_out_2.out_features],
+        }
+        shapes["vl_self_attention_blocks"] = len(head.vl_self_attention.transformer_blocks)
+        dec: dict[str, Any] = {}
+        if hasattr(head, "shared_arm_decoder"):
+            d = head.shared_arm_decoder
+            dec["shared_layer"] = _shape(d.shared_layer.W)[1:]
+            dec["left_output_layer"] = _shape(d.left_output_layer.W)[1:]
+            dec["right_output_layer"] = _shape(d.right_output_layer.W)[1:]
+            dec["cross_attention_arms"] = d.use_cross_attention
+        else:
+            d = head.action_arm_decoder
+            dec["action_arm_decoder"] = [d.layer1.W.shape[1], d.layer1.W.shape[2], d.layer2.W.shape[2]]
+        c = head.action_claw_decoder
+        dec["action_claw_decoder"] = [c.layer1.W.shape[1], c.layer1.W.shape[2], c.layer2.W.shape[2]]
+        shapes["decoders"] = dec
+    lm = model.backbone.eagle_model.language_model.model
+    shapes["llm_layers_built"] = len(lm.layers)
+    shapes["mlp1"] = [model.backbone.eagle_model.mlp1.in_features, model.backbone.eagle_model.mlp1.out_features]
+    return shapes
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from vla_policy.policy import VLAModel
+
+    config = get_preset(args.preset)
+    with torch.device("meta"):  # shapes only, no memory
+        model = VLAModel(config)
+    counts = module_parameter_counts(model)
+    data = {"preset": args.preset, "config": to_dict(config), "image_tokens": config.backbone.num_image_tokens,
+            "parameters": counts, "shapes": model_shapes(model)}
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"preset {d['preset']}: {d['parameters']['total'] / 1e6:.2f} M parameters, "
+                 f"{d['image_tokens']} image tokens"]
+        lines += [f"  {k:<40} {v:>15,}" for k, v in d["parameters"].items() if k != "total"]
+        lines += [f"  {k}: {v}" for k, v in d["shapes"].items()]
+        return "\n".join(lines)
+
+    _emit(args, data, text)
+    return 0
+
+
+def add_describe_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("describe", help="config and parameter counts (built on the meta device)")
+    p.add_argument("--preset", required=True, help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_describe)
+
+
+# ---- init -----------------------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    from vla_policy.policy import VLAPolicy
+
+    config = get_preset(args.preset)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise CLIError(f"{out} exists and is not empty (use --force to overwrite)")
+    policy = VLAPolicy(config, seed=args.seed)
+    policy.save(out, random_init=True)
+    print(f"wrote random-init {args.preset} checkpoint (seed {args.seed}) to {out}")
+    return 0
+
+
+def add_init_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="write a randomly initialised checkpoint for a preset")
+    p.add_argument("--preset", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty directory")
+    p.set_defaults(func=cmd_init)
+
+
+# ---- predict --------------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    policy = _load_policy(args)
+    cfg = policy.config
+    obs = synthetic_observation(cfg.backbone.cameras, cfg.backbone.vision.image_size, args.state_dim,
+                                cfg.backbone.history_frames, args.instruction, seed=args.seed)
+    policy.predict_chunk(obs, seed=args.seed)  # warm-up: first call pays allocator / kernel selection
+    res = policy.predict_chunk(obs, seed=args.seed)
+    data = {"policy": policy.name, "shape": list(res.actions.shape), "dt": res.dt,
+            "groups": {k: {"min": float(v.min()), "max": float(v.max())} for k, v in res.groups.items()},
+            "timings_ms": {k: _ms(v) for k, v in res.timings.items()}}
+    if args.json:
+        data["actions"] = res.actions.tolist()
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"{d['policy']}: actions {d['shape']} dt={d['dt']}"]
+        lines += [f"  {k:<10} [{g['min']:+.4f}, {g['max']:+.4f}]" for k, g in d["groups"].items()]
+        lines += [f"  {k:<18} {v:9.3f} ms" for k, v in d["timings_ms"].items()]
+        return "\n".join(lines)
+
+    _emit(args, data, text)
+    return 0
+
+
+def add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="one chunk on a synthetic observation")
+    _add_model_source(p)
+    p.add_argument("--state-dim", type=int, default=16)
+    p.add_argument("--instruction", default="pick up the red cube")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+
+# ---- bench ----------------------------------------------------------------------------------------
+def _stats(samples: list[float]) -> dict[str, float]:
+    a = np.asarray(samples)
+    return {"median_ms": _ms(float(np.median(a))), "p99_ms": _ms(float(np.percentile(a, 99))), "reps": len(a)}
+
+
+def run_bench(policy: Any, reps: int, warmup: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Per-stage timings over ``reps`` chunks, and the cross-attention K/V cache speed-up measured side by
+    side (cached = K/V projected once per chunk + K steps; uncached = K/V recomputed in every step)."""
+    cfg = policy.config
+    obs = synthetic_observation(cfg.backbone.cameras, cfg.backbone.vision.image_size, 16,
+                                cfg.backbone.history_frames, seed=seed)
+    stages: dict[str, list[float]] = {}
+    cached: list[float] = []
+    uncached: list[float] = []
+    expert = policy.expert
+    gen = torch.Generator(device=policy.device)
+    for i in range(warmup + reps):
+        res = policy.predict_chunk(obs, seed=seed + i)
+        with torch.inference_mode():
+            prefix, _ = policy.encode_prefix_timed([obs], with_cross_kv=False)
+            state = policy.prepare_state([obs.state])
+            gen.manual_seed(seed + i)
+            noise = torch.randn(1, cfg.action_horizon, cfg.action_head.max_action_dim, generator=gen,
+                                device=policy.device, dtype=policy.dtype)
+            # alternate the order so drift (thermal, caches) does not favour one variant
+            order = (True, False) if i % 2 == 0 else (False, True)
+            for use_cache in order:
+                t0 = policy._now()
+                p = prefix
+                if use_cache:
+                    p = type(prefix)(prefix.features, prefix.attention_mask,
+                                     expert.model.project_cross_kv(prefix.features), None)
+                expert.predict_chunk(p, state, noise, use_cache=use_cache)
+                dt = policy._now() - t0
+                (cached if use_cache else uncached).append(dt)
+        if i >= warmup:
+            for k, v in res.timings.items():
+                stages.setdefault(k, []).append(v)
+    cached, uncached = cached[warmup:], uncached[warmup:]
+    return {
+        "policy": policy.name, "device": str(policy.device), "dtype": str(policy.dtype).replace("torch.", ""),
+        "steps": cfg.num_inference_steps, "stages": {k: _stats(v) for k, v in stages.items()},
+        "kv_cache": {"cached": _stats(cached), "uncached": _stats(uncached),
+                     "speedup": round(float(np.median(uncached) / np.median(cached)), 4)},
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.reps < 1:
+        raise CLIError(f"--reps must be >= 1, got {args.reps}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    policy = _load_policy(args)
+    data = run_bench(policy, args.reps, args.warmup, args.seed)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"{d['policy']} on {d['device']} ({d['dtype']}), {d['steps']} steps, reps "
+                 f"{args.reps}:"]
+        lines += [f"  {k:<18} median {v['median_ms']:9.3f} ms  p99 {v['p99_ms']:9.3f} ms"
+                  for k, v in d["stages"].items()]
+        kv = d["kv_cache"]
+        lines.append(f"  K/V cache: cached {kv['cached']['median_ms']:.3f} ms, uncached "
+                     f"{kv['uncached']['median_ms']:.3f} ms, speed-up x{kv['speedup']}")
+        return "\n".join(lines)
+
+    _emit(args, data, text)
+    return 0
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="per-stage latency and the K/V-cache speed-up")
+    _add_model_source(p, preset_default="tiny")
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+
+# ---- registration ---------------------------------------------------------------------------------
+SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_describe_parser, add_init_parser, add_predict_parser, add_bench_parser,
+]
+# "module:function" adders from other modules (eval, train, ...), added when importable
+PLUGIN_SUBCOMMANDS: list[str] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vla-policy", description="VLA policy core: model tools")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    adders = list(SUBCOMMAND_PARSERS)
+    for spec in PLUGIN_SUBCOMMANDS:
+        module, _, func = spec.partition(":")
+        try:
+            adders.append(getattr(importlib.import_module(module), func))
+        except (ImportError, AttributeError) as exc:
+            logger.debug("subcommand %s unavailable: %s", spec, exc)
+    for add in adders:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (CLIError, ConfigError, CheckpointError, ValueError, KeyError, OSError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"vla-policy {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

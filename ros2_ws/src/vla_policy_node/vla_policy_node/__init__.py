@@ -1,0 +1,1 @@
+"""ROS 2 node package of the VLA control stack (thin layer over the ROS-free core)."""
