@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 _ROOT = Path(__file__).resolve().parent
-for _p in (str(_ROOT / "tests"), str(_ROOT)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+# tests/ first (ros_harness for every test directory), the repo root last (never shadows installed packages).
+if str(_ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(_ROOT / "tests"))
+if str(_ROOT) not in sys.path:
+    sys.path.append(str(_ROOT))
 
 import ros_harness  # noqa: E402
 

@@ -32,7 +32,9 @@ class ProfileRanges:
     def __post_init__(self) -> None:
         for name in ("batch", "cameras", "text_len"):
             lo, opt, hi = getattr(self, name)
-            require(1 <= lo <= opt <= hi, f"{name} range must satisfy 1 <= min <= opt <= max, got {(lo, opt, hi)}")
+            require(
+                1 <= lo <= opt <= hi, f"{name} range must satisfy 1 <= min <= opt <= max, got {(lo, opt, hi)}"
+            )
 
 
 def _axis_value(axis: int | str, ranges: ProfileRanges, which: int, tokens: dict[str, int]) -> int:
@@ -53,7 +55,12 @@ def _axis_value(axis: int | str, ranges: ProfileRanges, which: int, tokens: dict
 
 
 def build_engine(
-    onnx_dir: Path, graph: GraphSpec, out_dir: Path, precision: str, ranges: ProfileRanges, tokens: dict[str, int]
+    onnx_dir: Path,
+    graph: GraphSpec,
+    out_dir: Path,
+    precision: str,
+    ranges: ProfileRanges,
+    tokens: dict[str, int],
 ) -> Path:
     """Build (or reuse, when its key matches) the engine for one graph; returns the engine path."""
     trt = import_tensorrt()

@@ -101,7 +101,7 @@ def test_chunk_entirely_in_past_is_rejected() -> None:
     s = _sched()
     switch = s.accept(_ramp(5), obs_stamp=0.0, latency=1.0, now=1.0)
     assert not switch.accepted and "past" in switch.reason
-    assert s.rejected == 1 and s.current is None
+    assert s.rejected == 1 and s.overruns == 1 and s.current is None
 
 
 def test_non_finite_chunk_is_rejected() -> None:

@@ -32,12 +32,12 @@ def test_dit_width_must_match_input_embedding_dim() -> None:
 
 
 def test_unknown_normalization_mode_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="normalization.claw"):
+    with pytest.raises(ConfigError, match=r"normalization\.claw"):
         NormalizationConfig(claw="zscore")
 
 
 def test_unknown_preset_names_nearest() -> None:
-    with pytest.raises(ConfigError, match="did you mean 'groot-n1.5'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'groot-n1\.5'"):
         get_preset("groot-n15")
 
 

@@ -38,8 +38,9 @@ def test_min_max_clips_out_of_range() -> None:
 def test_torch_and_numpy_agree() -> None:
     norm = _normalizer(NormalizationConfig(claw="mean_std"))
     x = np.linspace(-1, 1, 16, dtype=np.float32)
-    np.testing.assert_allclose(norm.normalize_action(torch.from_numpy(x)).numpy(), norm.normalize_action(x),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        norm.normalize_action(torch.from_numpy(x)).numpy(), norm.normalize_action(x), rtol=1e-6
+    )
 
 
 def test_json_round_trip(tmp_path) -> None:

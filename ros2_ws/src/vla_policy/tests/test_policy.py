@@ -11,8 +11,7 @@ from vla_policy.presets import get_preset
 
 # Pinned once from `VLAPolicy(tiny, seed=7)` saved, reloaded, predict_chunk(seed=11) (normalised expert
 # output before clipping, first 2 steps x first 4 dims). A change means the model's numerics changed.
-GOLDEN = [[-0.892665, 1.493574, 0.115538, 0.439849],
-          [-0.841395, 1.402339, -1.305367, -0.663266]]
+GOLDEN = [[-0.892665, 1.493574, 0.115538, 0.439849], [-0.841395, 1.402339, -1.305367, -0.663266]]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +27,15 @@ def _obs(policy: VLAPolicy, seed: int = 0):
 def test_predict_chunk_shape_and_groups(policy: VLAPolicy) -> None:
     res = policy.predict_chunk(_obs(policy), seed=0)
     assert res.actions.shape == (16, 16) and res.actions.dtype == np.float32
-    assert {k: v.shape for k, v in res.groups.items()} == {"left_arm": (16, 7), "right_arm": (16, 7),
-                                                           "claw": (16, 2)}
+    assert {k: v.shape for k, v in res.groups.items()} == {
+        "left_arm": (16, 7),
+        "right_arm": (16, 7),
+        "claw": (16, 2),
+    }
     np.testing.assert_array_equal(np.concatenate(list(res.groups.values()), axis=1), res.actions)
-    assert {"vision", "llm", "vl_self_attention", "dit_step_0", "dit_step_3", "decode", "expert"} <= set(res.timings)
+    assert {"vision", "llm", "vl_self_attention", "dit_step_0", "dit_step_3", "decode", "expert"} <= set(
+        res.timings
+    )
 
 
 def test_same_seed_is_bitwise_identical(policy: VLAPolicy) -> None:

@@ -32,7 +32,8 @@ def sinusoidal_encoding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     """GR00T SinusoidalPositionalEncoding: timesteps [B, T] -> [B, T, dim] as [sin, cos]."""
     half = dim // 2
     exponent = -torch.arange(half, dtype=torch.float32, device=timesteps.device) * (
-        torch.log(torch.tensor(10000.0)) / half)
+        torch.log(torch.tensor(10000.0)) / half
+    )
     freqs = timesteps.float().unsqueeze(-1) * exponent.exp()
     return torch.cat([torch.sin(freqs), torch.cos(freqs)], dim=-1)
 
@@ -66,21 +67,31 @@ class FlowMatchingActionHead(nn.Module):
         vl_dim = config.backbone.output_dim
         d = h.input_embedding_dim
         self.vlln = nn.LayerNorm(vl_dim)
-        self.vl_self_attention = SelfAttentionTransformer(h.vl_self_attention_layers, vl_dim,
-                                                          h.vl_self_attention_heads)
+        self.vl_self_attention = SelfAttentionTransformer(
+            h.vl_self_attention_layers, vl_dim, h.vl_self_attention_heads
+        )
         self.state_encoder = CategorySpecificMLP(h.num_embodiments, h.max_state_dim, h.hidden_size, d)
         self.action_encoder = MultiEmbodimentActionEncoder(h.max_action_dim, d, h.num_embodiments)
         if h.add_pos_embed:
             self.position_embedding = nn.Embedding(h.max_seq_len, d)
         self.future_tokens = nn.Embedding(h.num_future_tokens, d) if h.num_future_tokens else None
-        self.model = DiT(h.dit.num_layers, h.dit.num_attention_heads, h.dit.attention_head_dim, h.dit.output_dim,
-                         cross_attention_dim=vl_dim, interleave_self_attention=h.dit.interleave_self_attention,
-                         timestep_channels=h.dit.timestep_channels, eps=h.dit.norm_eps, ff_mult=h.dit.ff_mult)
+        self.model = DiT(
+            h.dit.num_layers,
+            h.dit.num_attention_heads,
+            h.dit.attention_head_dim,
+            h.dit.output_dim,
+            cross_attention_dim=vl_dim,
+            interleave_self_attention=h.dit.interleave_self_attention,
+            timestep_channels=h.dit.timestep_channels,
+            eps=h.dit.norm_eps,
+            ff_mult=h.dit.ff_mult,
+        )
         build_decoders(self, h.num_embodiments, h.dit.output_dim, config.decoder)
 
     # ---- prefix ---------------------------------------------------------------------------------
-    def prepare_prefix(self, backbone_features: torch.Tensor, attention_mask: torch.Tensor,
-                       with_cross_kv: bool = True) -> PrefixOutput:
+    def prepare_prefix(
+        self, backbone_features: torch.Tensor, attention_mask: torch.Tensor, with_cross_kv: bool = True
+    ) -> PrefixOutput:
         """backbone_features [B, L, D_vl], mask [B, L] -> PrefixOutput (vlln, vl_self_attention, K/V)."""
         mask = attention_mask.bool()
         features = self.vl_self_attention(self.vlln(backbone_features), mask=mask)
@@ -88,7 +99,9 @@ class FlowMatchingActionHead(nn.Module):
         return PrefixOutput(features=features, attention_mask=mask, cross_kv=cross_kv)
 
     # ---- denoiser -------------------------------------------------------------------------------
-    def _cat_ids(self, embodiment_id: torch.Tensor | int | None, batch: int, device: torch.device) -> torch.Tensor:
+    def _cat_ids(
+        self, embodiment_id: torch.Tensor | int | None, batch: int, device: torch.device
+    ) -> torch.Tensor:
         if embodiment_id is None:
             embodiment_id = 0
         ids = torch.as_tensor(embodiment_id, dtype=torch.long, device=device).reshape(-1)
@@ -103,9 +116,16 @@ class FlowMatchingActionHead(nn.Module):
         """state [B, max_state_dim] normalised -> [B, 1, D]."""
         return self.state_encoder(state[:, None, :], cat_ids)
 
-    def dit_forward(self, prefix: PrefixOutput, state_features: torch.Tensor, x_t: torch.Tensor,
-                    timesteps: torch.Tensor, cat_ids: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
-        """x_t [B, T, max_action_dim], timesteps [B] long -> DiT action-token output [B, T, dit.output_dim]."""
+    def dit_forward(
+        self,
+        prefix: PrefixOutput,
+        state_features: torch.Tensor,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor,
+        cat_ids: torch.Tensor,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """x_t [B, T, max_action_dim], timesteps [B] long -> action-token output [B, T, dit.output_dim]."""
         b, t, _ = x_t.shape
         action_features = self.action_encoder(x_t, timesteps, cat_ids)
         if self.config.action_head.add_pos_embed:
@@ -117,38 +137,73 @@ class FlowMatchingActionHead(nn.Module):
         parts.append(action_features)
         sa_embs = torch.cat(parts, dim=1)
         cross_kv = prefix.cross_kv if use_cache else None
-        out = self.model(sa_embs, timesteps, prefix.attention_mask, cross_kv=cross_kv, vl_features=prefix.features)
+        out = self.model(
+            sa_embs, timesteps, prefix.attention_mask, cross_kv=cross_kv, vl_features=prefix.features
+        )
         return out[:, -t:]
 
-    def velocity(self, prefix: PrefixOutput, state_features: torch.Tensor, x_t: torch.Tensor,
-                 timesteps: torch.Tensor, cat_ids: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
+    def velocity(
+        self,
+        prefix: PrefixOutput,
+        state_features: torch.Tensor,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor,
+        cat_ids: torch.Tensor,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
         """Predicted velocity of the valid dims [B, T, action_dim]."""
-        return decode(self, self.dit_forward(prefix, state_features, x_t, timesteps, cat_ids, use_cache), cat_ids)
+        return decode(
+            self, self.dit_forward(prefix, state_features, x_t, timesteps, cat_ids, use_cache), cat_ids
+        )
 
     # ---- expert interface -----------------------------------------------------------------------
-    def predict_chunk(self, prefix: PrefixOutput, state: torch.Tensor, noise: torch.Tensor | None = None,
-                      rtc: RTCTarget | None = None, *, embodiment_id: torch.Tensor | int | None = None,
-                      generator: torch.Generator | None = None, num_steps: int | None = None,
-                      use_cache: bool = True, timings: dict[str, float] | None = None) -> torch.Tensor:
+    def predict_chunk(
+        self,
+        prefix: PrefixOutput,
+        state: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        rtc: RTCTarget | None = None,
+        *,
+        embodiment_id: torch.Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+        num_steps: int | None = None,
+        use_cache: bool = True,
+        timings: dict[str, float] | None = None,
+    ) -> torch.Tensor:
         """Denoise one chunk. state [B, max_state_dim] normalised; noise [B, T, max_action_dim] (drawn from
         ``generator`` when None) -> normalised actions [B, T, action_dim] ([left 7, right 7, claw 2]).
 
         ``rtc`` is the normalised, padded target (see :func:`flow_matching.make_rtc_target`);
         ``timings`` (optional) receives ``dit_step_k`` and ``decode`` seconds.
         """
+        if rtc is not None and not isinstance(rtc, RTCTarget):
+            raise TypeError(
+                "the expert works in normalised space: pass an RTCTarget from "
+                "flow_matching.make_rtc_target (VLAPolicy.predict_chunk does this for RTCGuidance)"
+            )
         h = self.config.action_head
         b = state.shape[0]
         dtype, device = prefix.features.dtype, prefix.features.device
         if noise is None:
-            noise = torch.randn(b, self.config.action_horizon, h.max_action_dim, generator=generator,
-                                device=device, dtype=dtype)
+            noise = torch.randn(
+                b,
+                self.config.action_horizon,
+                h.max_action_dim,
+                generator=generator,
+                device=device,
+                dtype=dtype,
+            )
         if noise.shape[0] != b or noise.shape[2] != h.max_action_dim:
             raise ValueError(f"noise must be [B={b}, T, {h.max_action_dim}], got {tuple(noise.shape)}")
         cat_ids = self._cat_ids(embodiment_id, b, device)
         state_features = self.encode_state(state.to(dtype), cat_ids)
         if use_cache and prefix.cross_kv is None:
-            prefix = PrefixOutput(prefix.features, prefix.attention_mask,
-                                  self.model.project_cross_kv(prefix.features), prefix.layer_kv)
+            prefix = PrefixOutput(
+                prefix.features,
+                prefix.attention_mask,
+                self.model.project_cross_kv(prefix.features),
+                prefix.layer_kv,
+            )
 
         def velocity_fn(x_t: torch.Tensor, t: float, step: int) -> torch.Tensor:
             ts = torch.full((b,), discretize(t, h.num_timestep_buckets), dtype=torch.long, device=device)
@@ -166,9 +221,15 @@ class FlowMatchingActionHead(nn.Module):
         x1 = euler_sample(velocity_fn, noise, num_steps or self.config.num_inference_steps, rtc)
         return x1[..., : h.action_dim]
 
-    def compute_loss(self, prefix: PrefixOutput, state: torch.Tensor, actions: torch.Tensor,
-                     action_mask: torch.Tensor, embodiment_id: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Flow-matching loss. state [B, max_state_dim], actions/action_mask [B, T, max_action_dim] (normalised,
+    def compute_loss(
+        self,
+        prefix: PrefixOutput,
+        state: torch.Tensor,
+        actions: torch.Tensor,
+        action_mask: torch.Tensor,
+        embodiment_id: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """state [B, max_state_dim], actions/action_mask [B, T, max_action_dim] (normalised,
         padded) -> scalar masked velocity MSE."""
         h = self.config.action_head
         b = actions.shape[0]

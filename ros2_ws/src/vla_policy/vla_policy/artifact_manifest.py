@@ -62,10 +62,16 @@ class ArtifactManifest:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "graphs", tuple(g if isinstance(g, GraphSpec) else from_dict(GraphSpec, g) for g in self.graphs)
+            self,
+            "graphs",
+            tuple(g if isinstance(g, GraphSpec) else from_dict(GraphSpec, g) for g in self.graphs),
         )
-        require(self.format_version == FORMAT_VERSION, f"manifest format {self.format_version} is not supported")
-        require(self.dtype in ("fp32", "fp16", "bf16"), f"dtype must be fp32, fp16 or bf16, got {self.dtype!r}")
+        require(
+            self.format_version == FORMAT_VERSION, f"manifest format {self.format_version} is not supported"
+        )
+        require(
+            self.dtype in ("fp32", "fp16", "bf16"), f"dtype must be fp32, fp16 or bf16, got {self.dtype!r}"
+        )
 
     def graph(self, name: str) -> GraphSpec:
         for graph in self.graphs:
@@ -88,7 +94,9 @@ def write_manifest(directory: Path, manifest: ArtifactManifest) -> Path:
     return path
 
 
-def load_manifest(directory: Path, checkpoint_sha256: str | None = None, verify_hashes: bool = True) -> ArtifactManifest:
+def load_manifest(
+    directory: Path, checkpoint_sha256: str | None = None, verify_hashes: bool = True
+) -> ArtifactManifest:
     """Read and check ``directory/manifest.json``; optionally that it was exported from this checkpoint."""
     directory = Path(directory)
     path = directory / MANIFEST_NAME

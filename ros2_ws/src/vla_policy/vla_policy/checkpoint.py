@@ -51,8 +51,10 @@ class LoadedCheckpoint:
 
 
 def _refuse_pickle(path: Path) -> None:
-    raise CheckpointError(f"{path}: pickle weight files ({', '.join(PICKLE_SUFFIXES)}) are never loaded; "
-                          f"convert them to {WEIGHTS_FILE}")
+    raise CheckpointError(
+        f"{path}: pickle weight files ({', '.join(PICKLE_SUFFIXES)}) are never loaded; "
+        f"convert them to {WEIGHTS_FILE}"
+    )
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -103,8 +105,10 @@ def read_config(path: Path) -> tuple[ModelConfig, bool]:
     if not isinstance(data, dict) or data.get("format") != FORMAT or "model" not in data:
         raise CheckpointError(f"{path / CONFIG_FILE}: expected format '{FORMAT}' with a 'model' section")
     if data.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path / CONFIG_FILE}: format_version {data['format_version']} is newer than "
-                              f"supported {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path / CONFIG_FILE}: format_version {data['format_version']} is newer than "
+            f"supported {FORMAT_VERSION}"
+        )
     try:
         config = from_dict(ModelConfig, data["model"], "config.json:model")
     except ConfigError as exc:
@@ -112,8 +116,9 @@ def read_config(path: Path) -> tuple[ModelConfig, bool]:
     return config, bool(data.get("random_init", False))
 
 
-def read_state_dict(files: list[Path], dtype: torch.dtype | None = None,
-                    device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def read_state_dict(
+    files: list[Path], dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
     """All tensors of the safetensors files; floating tensors cast to ``dtype`` when given."""
     out: dict[str, torch.Tensor] = {}
     for f in files:
@@ -131,8 +136,9 @@ def read_state_dict(files: list[Path], dtype: torch.dtype | None = None,
     return out
 
 
-def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None,
-                    device: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> LoadedCheckpoint:
     """Read a checkpoint directory (no model is built here)."""
     path = Path(path)
     files = weight_files(path)
@@ -146,8 +152,9 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None,
             raise CheckpointError(str(exc)) from exc
     else:
         logger.warning("%s: no %s, using identity normalisation", path, STATS_FILE)
-        normalizer = Normalizer.identity(config.action_head.max_state_dim, config.action_head.action_dim,
-                                         config.normalization)
+        normalizer = Normalizer.identity(
+            config.action_head.max_state_dim, config.action_head.action_dim, config.normalization
+        )
     return LoadedCheckpoint(config, state_dict, normalizer, random_init, file_digest(files), path)
 
 
@@ -156,8 +163,11 @@ def check_keys(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], wher
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {_names(missing)}")
@@ -174,15 +184,26 @@ def _names(items: list[str], limit: int = 8) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str, torch.Tensor],
-                    normalizer: Normalizer | None = None, random_init: bool = False,
-                    max_shard_bytes: int | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    config: ModelConfig,
+    state_dict: dict[str, torch.Tensor],
+    normalizer: Normalizer | None = None,
+    random_init: bool = False,
+    max_shard_bytes: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a checkpoint directory; shards when ``max_shard_bytes`` is given and exceeded."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "random_init": random_init,
-            "model": to_dict(config), **(extra or {})}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "random_init": random_init,
+        "model": to_dict(config),
+        **(extra or {}),
+    }
     (path / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
@@ -202,8 +223,9 @@ def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str,
             name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
             save_file(shard, str(path / name), metadata={"format": "pt"})
             weight_map.update(dict.fromkeys(shard, name))
-        (path / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
-                                                  indent=1))
+        (path / INDEX_FILE).write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
+        )
     norm = normalizer or Normalizer.identity(config.action_head.max_state_dim, config.action_head.action_dim)
     norm.to_json(path / STATS_FILE)
     return path

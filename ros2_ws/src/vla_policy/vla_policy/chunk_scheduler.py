@@ -212,7 +212,9 @@ class ChunkScheduler:
             return ChunkSwitch(False, 0, 0, f"chunk dt must be > 0, got {dt}")
         chunk = ScheduledChunk(self._next_id, actions, float(obs_stamp), dt, float(latency), now)
         if not chunk.covers(now):
+            # inference slower than a whole chunk: also an overrun
             self.rejected += 1
+            self.overruns += 1
             self._next_id += 1
             return ChunkSwitch(
                 False,

@@ -89,8 +89,11 @@ def model_shapes(model: torch.nn.Module) -> dict[str, Any]:
         w1, w2 = head.state_encoder.layer1.W, head.state_encoder.layer2.W
         shapes["state_encoder"] = [w1.shape[1], w1.shape[2], w2.shape[2]]
         enc = head.action_encoder
-        shapes["action_encoder"] = {"W1": _shape(enc.W1.W)[1:], "W2": _shape(enc.W2.W)[1:],
-                                    "W3": _shape(enc.W3.W)[1:]}
+        shapes["action_encoder"] = {
+            "W1": _shape(enc.W1.W)[1:],
+            "W2": _shape(enc.W2.W)[1:],
+            "W3": _shape(enc.W3.W)[1:],
+        }
         dit = head.model
         blocks = dit.transformer_blocks
         cross = dit.cross_layers[0]
@@ -119,7 +122,10 @@ def model_shapes(model: torch.nn.Module) -> dict[str, Any]:
         shapes["decoders"] = dec
     lm = model.backbone.eagle_model.language_model.model
     shapes["llm_layers_built"] = len(lm.layers)
-    shapes["mlp1"] = [model.backbone.eagle_model.mlp1.in_features, model.backbone.eagle_model.mlp1.out_features]
+    shapes["mlp1"] = [
+        model.backbone.eagle_model.mlp1.in_features,
+        model.backbone.eagle_model.mlp1.out_features,
+    ]
     return shapes
 
 
@@ -130,12 +136,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
     with torch.device("meta"):  # shapes only, no memory
         model = VLAModel(config)
     counts = module_parameter_counts(model)
-    data = {"preset": args.preset, "config": to_dict(config), "image_tokens": config.backbone.num_image_tokens,
-            "parameters": counts, "shapes": model_shapes(model)}
+    data = {
+        "preset": args.preset,
+        "config": to_dict(config),
+        "image_tokens": config.backbone.num_image_tokens,
+        "parameters": counts,
+        "shapes": model_shapes(model),
+    }
 
     def text(d: dict[str, Any]) -> str:
-        lines = [f"preset {d['preset']}: {d['parameters']['total'] / 1e6:.2f} M parameters, "
-                 f"{d['image_tokens']} image tokens"]
+        lines = [
+            f"preset {d['preset']}: {d['parameters']['total'] / 1e6:.2f} M parameters, "
+            f"{d['image_tokens']} image tokens"
+        ]
         lines += [f"  {k:<40} {v:>15,}" for k, v in d["parameters"].items() if k != "total"]
         lines += [f"  {k}: {v}" for k, v in d["shapes"].items()]
         return "\n".join(lines)
@@ -178,13 +191,23 @@ def add_init_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     policy = _load_policy(args)
     cfg = policy.config
-    obs = synthetic_observation(cfg.backbone.cameras, cfg.backbone.vision.image_size, args.state_dim,
-                                cfg.backbone.history_frames, args.instruction, seed=args.seed)
+    obs = synthetic_observation(
+        cfg.backbone.cameras,
+        cfg.backbone.vision.image_size,
+        args.state_dim,
+        cfg.backbone.history_frames,
+        args.instruction,
+        seed=args.seed,
+    )
     policy.predict_chunk(obs, seed=args.seed)  # warm-up: first call pays allocator / kernel selection
     res = policy.predict_chunk(obs, seed=args.seed)
-    data = {"policy": policy.name, "shape": list(res.actions.shape), "dt": res.dt,
-            "groups": {k: {"min": float(v.min()), "max": float(v.max())} for k, v in res.groups.items()},
-            "timings_ms": {k: _ms(v) for k, v in res.timings.items()}}
+    data = {
+        "policy": policy.name,
+        "shape": list(res.actions.shape),
+        "dt": res.dt,
+        "groups": {k: {"min": float(v.min()), "max": float(v.max())} for k, v in res.groups.items()},
+        "timings_ms": {k: _ms(v) for k, v in res.timings.items()},
+    }
     if args.json:
         data["actions"] = res.actions.tolist()
 
@@ -217,8 +240,9 @@ def run_bench(policy: Any, reps: int, warmup: int = 2, seed: int = 0) -> dict[st
     """Per-stage timings over ``reps`` chunks, and the cross-attention K/V cache speed-up measured side by
     side (cached = K/V projected once per chunk + K steps; uncached = K/V recomputed in every step)."""
     cfg = policy.config
-    obs = synthetic_observation(cfg.backbone.cameras, cfg.backbone.vision.image_size, 16,
-                                cfg.backbone.history_frames, seed=seed)
+    obs = synthetic_observation(
+        cfg.backbone.cameras, cfg.backbone.vision.image_size, 16, cfg.backbone.history_frames, seed=seed
+    )
     stages: dict[str, list[float]] = {}
     cached: list[float] = []
     uncached: list[float] = []
@@ -230,28 +254,44 @@ def run_bench(policy: Any, reps: int, warmup: int = 2, seed: int = 0) -> dict[st
             prefix, _ = policy.encode_prefix_timed([obs], with_cross_kv=False)
             state = policy.prepare_state([obs.state])
             gen.manual_seed(seed + i)
-            noise = torch.randn(1, cfg.action_horizon, cfg.action_head.max_action_dim, generator=gen,
-                                device=policy.device, dtype=policy.dtype)
+            noise = torch.randn(
+                1,
+                cfg.action_horizon,
+                cfg.action_head.max_action_dim,
+                generator=gen,
+                device=policy.device,
+                dtype=policy.dtype,
+            )
             # alternate the order so drift (thermal, caches) does not favour one variant
             order = (True, False) if i % 2 == 0 else (False, True)
             for use_cache in order:
-                t0 = policy._now()
+                t0 = policy.clock()
                 p = prefix
                 if use_cache:
-                    p = type(prefix)(prefix.features, prefix.attention_mask,
-                                     expert.model.project_cross_kv(prefix.features), None)
+                    p = type(prefix)(
+                        prefix.features,
+                        prefix.attention_mask,
+                        expert.model.project_cross_kv(prefix.features),
+                        None,
+                    )
                 expert.predict_chunk(p, state, noise, use_cache=use_cache)
-                dt = policy._now() - t0
+                dt = policy.clock() - t0
                 (cached if use_cache else uncached).append(dt)
         if i >= warmup:
             for k, v in res.timings.items():
                 stages.setdefault(k, []).append(v)
     cached, uncached = cached[warmup:], uncached[warmup:]
     return {
-        "policy": policy.name, "device": str(policy.device), "dtype": str(policy.dtype).replace("torch.", ""),
-        "steps": cfg.num_inference_steps, "stages": {k: _stats(v) for k, v in stages.items()},
-        "kv_cache": {"cached": _stats(cached), "uncached": _stats(uncached),
-                     "speedup": round(float(np.median(uncached) / np.median(cached)), 4)},
+        "policy": policy.name,
+        "device": str(policy.device),
+        "dtype": str(policy.dtype).replace("torch.", ""),
+        "steps": cfg.num_inference_steps,
+        "stages": {k: _stats(v) for k, v in stages.items()},
+        "kv_cache": {
+            "cached": _stats(cached),
+            "uncached": _stats(uncached),
+            "speedup": round(float(np.median(uncached) / np.median(cached)), 4),
+        },
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -265,13 +305,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     data = run_bench(policy, args.reps, args.warmup, args.seed)
 
     def text(d: dict[str, Any]) -> str:
-        lines = [f"{d['policy']} on {d['device']} ({d['dtype']}), {d['steps']} steps, reps "
-                 f"{args.reps}:"]
-        lines += [f"  {k:<18} median {v['median_ms']:9.3f} ms  p99 {v['p99_ms']:9.3f} ms"
-                  for k, v in d["stages"].items()]
+        lines = [f"{d['policy']} on {d['device']} ({d['dtype']}), {d['steps']} steps, reps {args.reps}:"]
+        lines += [
+            f"  {k:<18} median {v['median_ms']:9.3f} ms  p99 {v['p99_ms']:9.3f} ms"
+            for k, v in d["stages"].items()
+        ]
         kv = d["kv_cache"]
-        lines.append(f"  K/V cache: cached {kv['cached']['median_ms']:.3f} ms, uncached "
-                     f"{kv['uncached']['median_ms']:.3f} ms, speed-up x{kv['speedup']}")
+        lines.append(
+            f"  K/V cache: cached {kv['cached']['median_ms']:.3f} ms, uncached "
+            f"{kv['uncached']['median_ms']:.3f} ms, speed-up x{kv['speedup']}"
+        )
         return "\n".join(lines)
 
     _emit(args, data, text)
@@ -290,7 +333,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 # ---- registration ---------------------------------------------------------------------------------
 SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_describe_parser, add_init_parser, add_predict_parser, add_bench_parser,
+    add_describe_parser,
+    add_init_parser,
+    add_predict_parser,
+    add_bench_parser,
 ]
 # "module:function" adders from other modules (eval, train, ...), added when importable
 PLUGIN_SUBCOMMANDS: list[str] = []
@@ -315,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except (CLIError, ConfigError, CheckpointError, ValueError, KeyError, OSError, RuntimeError) as exc:

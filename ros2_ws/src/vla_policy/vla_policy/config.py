@@ -29,14 +29,25 @@ class VisionConfig:
     hidden_act: str = "gelu_pytorch_tanh"
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "image_size", "patch_size", "num_channels"):
+        for name in (
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "image_size",
+            "patch_size",
+            "num_channels",
+        ):
             require(getattr(self, name) > 0, f"vision.{name} must be positive, got {getattr(self, name)}")
-        require(self.hidden_size % self.num_attention_heads == 0,
-                f"vision.hidden_size {self.hidden_size} must be divisible by num_attention_heads "
-                f"{self.num_attention_heads}")
-        require(self.image_size % self.patch_size == 0,
-                f"vision.image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        require(
+            self.hidden_size % self.num_attention_heads == 0,
+            f"vision.hidden_size {self.hidden_size} must be divisible by num_attention_heads "
+            f"{self.num_attention_heads}",
+        )
+        require(
+            self.image_size % self.patch_size == 0,
+            f"vision.image_size {self.image_size} must be a multiple of patch_size {self.patch_size}",
+        )
 
     @property
     def num_patches(self) -> int:
@@ -61,15 +72,27 @@ class LanguageConfig:
     rms_norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "max_position_embeddings",
+        ):
             require(getattr(self, name) > 0, f"language.{name} must be positive, got {getattr(self, name)}")
-        require(1 <= self.select_layer <= self.num_hidden_layers,
-                f"language.select_layer {self.select_layer} is beyond the layer count: expected "
-                f"1..{self.num_hidden_layers}")
-        require(self.num_attention_heads % self.num_key_value_heads == 0,
-                f"language.num_attention_heads {self.num_attention_heads} must be a multiple of "
-                f"num_key_value_heads {self.num_key_value_heads}")
+        require(
+            1 <= self.select_layer <= self.num_hidden_layers,
+            f"language.select_layer {self.select_layer} is beyond the layer count: expected "
+            f"1..{self.num_hidden_layers}",
+        )
+        require(
+            self.num_attention_heads % self.num_key_value_heads == 0,
+            f"language.num_attention_heads {self.num_attention_heads} must be a multiple of "
+            f"num_key_value_heads {self.num_key_value_heads}",
+        )
 
 
 @dataclass(frozen=True)
@@ -91,13 +114,21 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         require(len(self.cameras) >= 1, "backbone.cameras must name at least one camera")
-        require(len(set(self.cameras)) == len(self.cameras), f"backbone.cameras has duplicates: {self.cameras}")
+        require(
+            len(set(self.cameras)) == len(self.cameras), f"backbone.cameras has duplicates: {self.cameras}"
+        )
         require(self.history_frames >= 1, f"backbone.history_frames must be >= 1, got {self.history_frames}")
-        require(self.max_text_tokens >= 1, f"backbone.max_text_tokens must be >= 1, got {self.max_text_tokens}")
-        require(self.padding_side in PADDING_SIDES,
-                f"backbone.padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}")
-        require(self.project_to_dim is None or self.project_to_dim > 0,
-                f"backbone.project_to_dim must be positive or null, got {self.project_to_dim}")
+        require(
+            self.max_text_tokens >= 1, f"backbone.max_text_tokens must be >= 1, got {self.max_text_tokens}"
+        )
+        require(
+            self.padding_side in PADDING_SIDES,
+            f"backbone.padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}",
+        )
+        require(
+            self.project_to_dim is None or self.project_to_dim > 0,
+            f"backbone.project_to_dim must be positive or null, got {self.project_to_dim}",
+        )
 
     @property
     def output_dim(self) -> int:
@@ -112,7 +143,7 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """The cross-attention DiT (GR00T ``DiT``): AdaLN blocks, cross-attention interleaved with self-attention."""
+    """Cross-attention DiT: AdaLN blocks, cross-attention alternating with self-attention."""
 
     num_layers: int = 4
     num_attention_heads: int = 4
@@ -124,8 +155,14 @@ class DiTConfig:
     norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("num_layers", "num_attention_heads", "attention_head_dim", "output_dim", "ff_mult",
-                     "timestep_channels"):
+        for name in (
+            "num_layers",
+            "num_attention_heads",
+            "attention_head_dim",
+            "output_dim",
+            "ff_mult",
+            "timestep_channels",
+        ):
             require(getattr(self, name) > 0, f"dit.{name} must be positive, got {getattr(self, name)}")
         require(self.timestep_channels % 2 == 0, "dit.timestep_channels must be even")
 
@@ -158,16 +195,31 @@ class ActionHeadConfig:
     tune_diffusion_model: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("input_embedding_dim", "hidden_size", "max_state_dim", "max_action_dim", "action_dim",
-                     "num_embodiments", "max_seq_len", "vl_self_attention_heads", "num_timestep_buckets"):
-            require(getattr(self, name) > 0, f"action_head.{name} must be positive, got {getattr(self, name)}")
+        for name in (
+            "input_embedding_dim",
+            "hidden_size",
+            "max_state_dim",
+            "max_action_dim",
+            "action_dim",
+            "num_embodiments",
+            "max_seq_len",
+            "vl_self_attention_heads",
+            "num_timestep_buckets",
+        ):
+            require(
+                getattr(self, name) > 0, f"action_head.{name} must be positive, got {getattr(self, name)}"
+            )
         require(self.num_future_tokens >= 0, "action_head.num_future_tokens must be >= 0")
         require(self.vl_self_attention_layers >= 0, "action_head.vl_self_attention_layers must be >= 0")
-        require(self.action_dim <= self.max_action_dim,
-                f"action_head.action_dim {self.action_dim} is above max_action_dim {self.max_action_dim}")
-        require(self.dit.inner_dim == self.input_embedding_dim,
-                f"action_head.input_embedding_dim {self.input_embedding_dim} must equal dit heads x head_dim "
-                f"= {self.dit.inner_dim}")
+        require(
+            self.action_dim <= self.max_action_dim,
+            f"action_head.action_dim {self.action_dim} is above max_action_dim {self.max_action_dim}",
+        )
+        require(
+            self.dit.inner_dim == self.input_embedding_dim,
+            f"action_head.input_embedding_dim {self.input_embedding_dim} must equal dit heads x head_dim "
+            f"= {self.dit.inner_dim}",
+        )
         require(self.input_embedding_dim % 2 == 0, "action_head.input_embedding_dim must be even")
         require(0.0 < self.noise_s <= 1.0, f"action_head.noise_s must be in (0, 1], got {self.noise_s}")
         require(self.noise_beta_alpha > 0 and self.noise_beta_beta > 0, "noise Beta parameters must be > 0")
@@ -188,9 +240,11 @@ class DecoderConfig:
     def __post_init__(self) -> None:
         for name in ("hidden_size", "cross_attention_heads", "left_arm_dim", "right_arm_dim", "claw_dim"):
             require(getattr(self, name) > 0, f"decoder.{name} must be positive, got {getattr(self, name)}")
-        require(self.hidden_size % self.cross_attention_heads == 0,
-                f"decoder.hidden_size {self.hidden_size} must be divisible by cross_attention_heads "
-                f"{self.cross_attention_heads}")
+        require(
+            self.hidden_size % self.cross_attention_heads == 0,
+            f"decoder.hidden_size {self.hidden_size} must be divisible by cross_attention_heads "
+            f"{self.cross_attention_heads}",
+        )
 
     @property
     def output_dim(self) -> int:
@@ -218,8 +272,10 @@ class NormalizationConfig:
     def __post_init__(self) -> None:
         for name in ("left_arm", "right_arm", "claw", "extra"):
             mode = getattr(self, name)
-            require(mode in NORMALIZATION_MODES,
-                    f"normalization.{name} must be one of {NORMALIZATION_MODES}, got {mode!r}")
+            require(
+                mode in NORMALIZATION_MODES,
+                f"normalization.{name} must be one of {NORMALIZATION_MODES}, got {mode!r}",
+            )
         require(self.eps > 0, "normalization.eps must be > 0")
 
 
@@ -241,10 +297,16 @@ class ModelConfig:
         require(bool(self.name), "name must not be empty")
         require(self.action_horizon >= 1, f"action_horizon must be >= 1, got {self.action_horizon}")
         require(self.dt > 0, f"dt must be > 0, got {self.dt}")
-        require(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        require(self.decoder.output_dim == self.action_head.action_dim,
-                f"decoder output {self.decoder.output_dim} (left+right+claw) must equal action_head.action_dim "
-                f"{self.action_head.action_dim}")
-        require(self.action_head.max_seq_len >= self.action_horizon,
-                f"action_head.max_seq_len {self.action_head.max_seq_len} < action_horizon {self.action_horizon}")
+        require(
+            self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}"
+        )
+        require(
+            self.decoder.output_dim == self.action_head.action_dim,
+            f"decoder output {self.decoder.output_dim} (left+right+claw) must equal action_head.action_dim "
+            f"{self.action_head.action_dim}",
+        )
+        require(
+            self.action_head.max_seq_len >= self.action_horizon,
+            f"action_head.max_seq_len {self.action_head.max_seq_len} < action_horizon {self.action_horizon}",
+        )
         require(self.decoder.hidden_size > 0 and self.action_head.dit.output_dim > 0, "decoder sizes")

@@ -84,9 +84,12 @@ def build_decoders(head: nn.Module, num_categories: int, input_dim: int, config:
     if config.split_arm_heads:
         head.shared_arm_decoder = SharedBottomArmDecoder(num_categories, input_dim, config)
     else:
-        head.action_arm_decoder = CategorySpecificMLP(num_categories, input_dim, config.hidden_size,
-                                                      config.left_arm_dim + config.right_arm_dim)
-    head.action_claw_decoder = CategorySpecificMLP(num_categories, input_dim, config.hidden_size, config.claw_dim)
+        head.action_arm_decoder = CategorySpecificMLP(
+            num_categories, input_dim, config.hidden_size, config.left_arm_dim + config.right_arm_dim
+        )
+    head.action_claw_decoder = CategorySpecificMLP(
+        num_categories, input_dim, config.hidden_size, config.claw_dim
+    )
 
 
 def decode(head: nn.Module, x: torch.Tensor, cat_ids: torch.Tensor) -> torch.Tensor:

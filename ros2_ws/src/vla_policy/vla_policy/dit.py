@@ -20,7 +20,7 @@ KV = tuple[torch.Tensor, torch.Tensor]
 
 
 def timestep_embedding(t: torch.Tensor, channels: int, max_period: float = 10000.0) -> torch.Tensor:
-    """diffusers ``Timesteps(channels, flip_sin_to_cos=True, downscale_freq_shift=1)``: t [B] -> [B, channels]."""
+    """diffusers ``Timesteps(channels, flip_sin_to_cos=True, downscale_freq_shift=1)``: [B] -> [B, C]."""
     half = channels // 2
     exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1)
     emb = t.float()[:, None] * torch.exp(exponent)[None, :]
@@ -88,7 +88,9 @@ class FeedForward(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention with diffusers key names; K/V may come precomputed (cross-attention cache)."""
 
-    def __init__(self, query_dim: int, heads: int, dim_head: int, cross_attention_dim: int | None = None) -> None:
+    def __init__(
+        self, query_dim: int, heads: int, dim_head: int, cross_attention_dim: int | None = None
+    ) -> None:
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
@@ -107,9 +109,14 @@ class Attention(nn.Module):
         """context [B, L, kv_dim] -> (K, V), each [B, heads, L, dim_head]."""
         return self._split(self.to_k(context)), self._split(self.to_v(context))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, kv: KV | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, S, query_dim]; context [B, L, kv_dim] or kv; mask [B, L] bool (True = attend) -> [B, S, query_dim]."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        kv: KV | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B, S, q_dim]; context [B, L, kv_dim] or kv; mask [B, L] bool (True = attend) -> [B, S, q]."""
         q = self._split(self.to_q(x))
         if kv is None:
             kv = self.project_kv(x if context is None else context)
@@ -123,8 +130,16 @@ class Attention(nn.Module):
 class BasicTransformerBlock(nn.Module):
     """norm1 -> attn1 (cross or self) -> residual -> norm3 -> ff -> residual. AdaLN in the DiT."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, cross_attention_dim: int | None, ada_norm: bool,
-                 eps: float, ff_mult: int = 4) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        cross_attention_dim: int | None,
+        ada_norm: bool,
+        eps: float,
+        ff_mult: int = 4,
+    ) -> None:
         super().__init__()
         self.ada_norm = ada_norm
         self.norm1: nn.Module = AdaLayerNorm(dim, eps) if ada_norm else nn.LayerNorm(dim, eps=eps)
@@ -133,8 +148,14 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim, eps=eps, elementwise_affine=not ada_norm)
         self.ff = FeedForward(dim, ff_mult)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None, context: torch.Tensor | None = None,
-                kv: KV | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        temb: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        kv: KV | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         h = self.norm1(x, temb) if self.ada_norm else self.norm1(x)
         x = x + self.attn1(h, context=context, kv=kv, mask=mask)
         return x + self.ff(self.norm3(x))
@@ -147,17 +168,36 @@ class DiT(nn.Module):
     and self-attention over the state/future/action tokens otherwise.
     """
 
-    def __init__(self, num_layers: int, heads: int, dim_head: int, output_dim: int, cross_attention_dim: int,
-                 interleave_self_attention: bool, timestep_channels: int, eps: float, ff_mult: int) -> None:
+    def __init__(
+        self,
+        num_layers: int,
+        heads: int,
+        dim_head: int,
+        output_dim: int,
+        cross_attention_dim: int,
+        interleave_self_attention: bool,
+        timestep_channels: int,
+        eps: float,
+        ff_mult: int,
+    ) -> None:
         super().__init__()
         dim = heads * dim_head
         self.cross_layers = [i for i in range(num_layers) if i % 2 == 0 or not interleave_self_attention]
         self.timestep_encoder = TimestepEncoder(timestep_channels, dim)
-        self.transformer_blocks = nn.ModuleList([
-            BasicTransformerBlock(dim, heads, dim_head, cross_attention_dim if i in self.cross_layers else None,
-                                  ada_norm=True, eps=eps, ff_mult=ff_mult)
-            for i in range(num_layers)
-        ])
+        self.transformer_blocks = nn.ModuleList(
+            [
+                BasicTransformerBlock(
+                    dim,
+                    heads,
+                    dim_head,
+                    cross_attention_dim if i in self.cross_layers else None,
+                    ada_norm=True,
+                    eps=eps,
+                    ff_mult=ff_mult,
+                )
+                for i in range(num_layers)
+            ]
+        )
         self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
         self.proj_out_1 = nn.Linear(dim, 2 * dim)
         self.proj_out_2 = nn.Linear(dim, output_dim)
@@ -166,8 +206,14 @@ class DiT(nn.Module):
         """vl_features [B, L, cross_dim] -> per cross-attention block (K, V), each [B, heads, L, dim_head]."""
         return tuple(self.transformer_blocks[i].attn1.project_kv(vl_features) for i in self.cross_layers)
 
-    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, vl_mask: torch.Tensor | None,
-                cross_kv: tuple[KV, ...] | None = None, vl_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        vl_mask: torch.Tensor | None,
+        cross_kv: tuple[KV, ...] | None = None,
+        vl_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Give cross_kv (cached, from project_cross_kv) or vl_features (K/V recomputed here)."""
         if cross_kv is None:
             if vl_features is None:
@@ -191,10 +237,12 @@ class SelfAttentionTransformer(nn.Module):
 
     def __init__(self, num_layers: int, dim: int, heads: int) -> None:
         super().__init__()
-        self.transformer_blocks = nn.ModuleList([
-            BasicTransformerBlock(dim, heads, dim // heads, None, ada_norm=False, eps=1e-5)
-            for _ in range(num_layers)
-        ])
+        self.transformer_blocks = nn.ModuleList(
+            [
+                BasicTransformerBlock(dim, heads, dim // heads, None, ada_norm=False, eps=1e-5)
+                for _ in range(num_layers)
+            ]
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.transformer_blocks:

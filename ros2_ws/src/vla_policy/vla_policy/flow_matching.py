@@ -79,22 +79,30 @@ def rtc_weights(horizon: int, frozen: int, overlap: int, available: int) -> torc
     return w
 
 
-def make_rtc_target(rtc: RTCGuidance, normalize_action: Callable[[np.ndarray], np.ndarray], horizon: int,
-                    max_action_dim: int, batch: int = 1, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32) -> RTCTarget:
-    """Normalise ``rtc.previous`` [P, 16] and map it into the padded action space [batch, T, max_action_dim]."""
+def make_rtc_target(
+    rtc: RTCGuidance,
+    normalize_action: Callable[[np.ndarray], np.ndarray],
+    horizon: int,
+    max_action_dim: int,
+    batch: int = 1,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> RTCTarget:
+    """Normalise ``rtc.previous`` [P, 16] and map it into the padded action space [B, T, max_action_dim]."""
     prev = np.asarray(rtc.previous, dtype=np.float32)[:horizon]
     norm = normalize_action(prev)
     target = torch.zeros(batch, horizon, max_action_dim, dtype=dtype, device=device)
     target[:, : norm.shape[0], : norm.shape[1]] = torch.as_tensor(norm, dtype=dtype, device=device)
     frozen = min(rtc.frozen_steps, prev.shape[0])
     weights = rtc_weights(horizon, frozen, rtc.overlap_steps, prev.shape[0]).to(device=device, dtype=dtype)
-    return RTCTarget(target=target, weights=weights, frozen_steps=frozen,
-                     max_guidance_weight=rtc.max_guidance_weight)
+    return RTCTarget(
+        target=target, weights=weights, frozen_steps=frozen, max_guidance_weight=rtc.max_guidance_weight
+    )
 
 
-def sample_time(batch: int, alpha: float = 1.5, beta: float = 1.0, s: float = 0.999,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_time(
+    batch: int, alpha: float = 1.5, beta: float = 1.0, s: float = 0.999, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Training timesteps [B], GR00T's ``(s - u) / s`` with u ~ Beta(alpha, beta).
 
     That is Beta(1.5, 1) scaled by s = 0.999 measured from the action end: it favours the noisier t,
@@ -110,8 +118,9 @@ def interpolate(noise: torch.Tensor, actions: torch.Tensor, t: torch.Tensor) -> 
     return (1 - t) * noise + t * actions
 
 
-def flow_matching_loss(pred_velocity: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor,
-                       action_mask: torch.Tensor) -> torch.Tensor:
+def flow_matching_loss(
+    pred_velocity: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor, action_mask: torch.Tensor
+) -> torch.Tensor:
     """Masked MSE of the velocity over the valid dims.
 
     pred_velocity [B, T, action_dim]; noise, actions, action_mask [B, T, max_action_dim] -> scalar.
@@ -140,12 +149,13 @@ def rtc_guidance_weight(t: float, beta: float) -> float:
         return beta
     if t >= 1.0:
         return beta
-    r2 = (1 - t) ** 2 / (t ** 2 + (1 - t) ** 2)
+    r2 = (1 - t) ** 2 / (t**2 + (1 - t) ** 2)
     return min(beta, (1 - t) / (t * r2))
 
 
-def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int,
-                 rtc: RTCTarget | None = None) -> torch.Tensor:
+def euler_sample(
+    velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int, rtc: RTCTarget | None = None
+) -> torch.Tensor:
     """Integrate from x_0 = noise [B, T, A] to x_1 with ``num_steps`` Euler steps -> [B, T, A].
 
     ``velocity_fn(x_t, t, step)`` returns the valid-dim velocity. With ``rtc`` the steps are guided and
@@ -177,8 +187,9 @@ def _pin(x: torch.Tensor, noise: torch.Tensor, rtc: RTCTarget, t: float) -> torc
     return x
 
 
-def _guided_velocity(velocity_fn: VelocityFn, x: torch.Tensor, t: float, step: int, noise: torch.Tensor,
-                     rtc: RTCTarget) -> torch.Tensor:
+def _guided_velocity(
+    velocity_fn: VelocityFn, x: torch.Tensor, t: float, step: int, noise: torch.Tensor, rtc: RTCTarget
+) -> torch.Tensor:
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
         v = full_velocity(velocity_fn(x_in, t, step), noise)

@@ -50,7 +50,7 @@ class OnnxRuntimeRunner(GraphRunner):
 
     def __init__(self, onnx_path: Path, intra_op_threads: int | None = None, device: str = "cpu") -> None:
         try:
-            import onnxruntime as ort  # noqa: PLC0415  (optional dependency)
+            import onnxruntime as ort
         except ImportError as exc:
             raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from exc
         options = ort.SessionOptions()
@@ -66,7 +66,9 @@ class OnnxRuntimeRunner(GraphRunner):
         except Exception as exc:  # ORT raises its own exception types for bad files
             raise BackendUnavailable(f"{onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
         self.providers = self._session.get_providers()
-        self._input_types = {i.name: _ORT_TO_NUMPY.get(i.type, np.float32) for i in self._session.get_inputs()}
+        self._input_types = {
+            i.name: _ORT_TO_NUMPY.get(i.type, np.float32) for i in self._session.get_inputs()
+        }
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 
@@ -79,4 +81,7 @@ class OnnxRuntimeRunner(GraphRunner):
             for name in self.input_names
         }
         results = self._session.run(self.output_names, feeds)
-        return {name: torch.from_numpy(np.ascontiguousarray(r)) for name, r in zip(self.output_names, results, strict=True)}
+        return {
+            name: torch.from_numpy(np.ascontiguousarray(r))
+            for name, r in zip(self.output_names, results, strict=True)
+        }

@@ -23,11 +23,15 @@ def preprocess_frames(frames: np.ndarray, image_size: int) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-2:] != (image_size, image_size):
         # antialias avoids aliasing when downscaling camera frames (e.g. 480x640 -> 224x224)
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(
+            x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
+        )
     return (x - SIGLIP_MEAN) / SIGLIP_STD
 
 
-def preprocess_images(images_per_obs: Sequence[Mapping[str, np.ndarray]], config: BackboneConfig) -> torch.Tensor:
+def preprocess_images(
+    images_per_obs: Sequence[Mapping[str, np.ndarray]], config: BackboneConfig
+) -> torch.Tensor:
     """Camera dicts -> pixel_values [B * V * F, 3, S, S], view-major (camera order of config, then frames).
 
     Each camera gives uint8 [H, W, 3] (history 1) or [F, H, W, 3] with F == config.history_frames.
@@ -36,14 +40,17 @@ def preprocess_images(images_per_obs: Sequence[Mapping[str, np.ndarray]], config
     for images in images_per_obs:
         missing = [c for c in config.cameras if c not in images]
         if missing:
-            raise ValueError(f"missing camera(s) {missing}; expected {list(config.cameras)}, "
-                             f"got {sorted(images)}")
+            raise ValueError(
+                f"missing camera(s) {missing}; expected {list(config.cameras)}, got {sorted(images)}"
+            )
         for cam in config.cameras:
             frames = np.asarray(images[cam])
             if frames.ndim == 3:
                 frames = frames[None]
             if frames.ndim != 4 or frames.shape[0] != config.history_frames:
-                raise ValueError(f"camera {cam!r}: expected {config.history_frames} frame(s) of [H, W, 3], "
-                                 f"got shape {tuple(np.asarray(images[cam]).shape)}")
+                raise ValueError(
+                    f"camera {cam!r}: expected {config.history_frames} frame(s) of [H, W, 3], "
+                    f"got shape {tuple(np.asarray(images[cam]).shape)}"
+                )
             out.append(preprocess_frames(frames, config.vision.image_size))
     return torch.cat(out, dim=0)

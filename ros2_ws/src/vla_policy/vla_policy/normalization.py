@@ -69,15 +69,22 @@ class FeatureStats:
     def identity(cls, dim: int) -> FeatureStats:
         """Statistics under which min_max and mean_std are the identity on [-1, 1]."""
         ones = np.ones(dim)
-        return cls(min=-ones, max=ones.copy(), mean=np.zeros(dim), std=ones.copy(), q01=-ones.copy(),
-                   q99=ones.copy())
+        return cls(
+            min=-ones, max=ones.copy(), mean=np.zeros(dim), std=ones.copy(), q01=-ones.copy(), q99=ones.copy()
+        )
 
     @classmethod
     def compute(cls, data: np.ndarray) -> FeatureStats:
         """Statistics of samples [N, D]."""
         x = np.asarray(data, dtype=np.float64).reshape(-1, data.shape[-1])
-        return cls(min=x.min(0), max=x.max(0), mean=x.mean(0), std=x.std(0), q01=np.quantile(x, 0.01, axis=0),
-                   q99=np.quantile(x, 0.99, axis=0))
+        return cls(
+            min=x.min(0),
+            max=x.max(0),
+            mean=x.mean(0),
+            std=x.std(0),
+            q01=np.quantile(x, 0.01, axis=0),
+            q99=np.quantile(x, 0.99, axis=0),
+        )
 
 
 class Normalizer:
@@ -89,9 +96,12 @@ class Normalizer:
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def identity(cls, state_dim: int = 16, action_dim: int = 16,
-                 config: NormalizationConfig | None = None) -> Normalizer:
-        return cls({"state": FeatureStats.identity(state_dim), "action": FeatureStats.identity(action_dim)}, config)
+    def identity(
+        cls, state_dim: int = 16, action_dim: int = 16, config: NormalizationConfig | None = None
+    ) -> Normalizer:
+        return cls(
+            {"state": FeatureStats.identity(state_dim), "action": FeatureStats.identity(action_dim)}, config
+        )
 
     @classmethod
     def from_json(cls, path: str | Path, config: NormalizationConfig | None = None) -> Normalizer:

@@ -49,8 +49,14 @@ class ActionChunkResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def synthetic_observation(cameras: tuple[str, ...], image_size: int, state_dim: int = 16, history: int = 1,
-                          instruction: str = "pick up the red cube", seed: int = 0) -> Observation:
+def synthetic_observation(
+    cameras: tuple[str, ...],
+    image_size: int,
+    state_dim: int = 16,
+    history: int = 1,
+    instruction: str = "pick up the red cube",
+    seed: int = 0,
+) -> Observation:
     """A deterministic random observation (for predict/bench without data)."""
     rng = np.random.default_rng(seed)
     shape = (image_size, image_size, 3) if history == 1 else (history, image_size, image_size, 3)

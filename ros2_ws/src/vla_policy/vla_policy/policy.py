@@ -30,8 +30,15 @@ from vla_policy.observation import ActionChunkResult, Observation, PrefixOutput
 from vla_policy.strict_config import ConfigError, nearest_name
 from vla_policy.tokenizer import TextTokenizer, build_prompts, load_tokenizer
 
-__all__ = ["EXPERTS", "ActionChunkResult", "Observation", "PrefixOutput", "VLAModel", "VLAPolicy",
-           "register_expert"]
+__all__ = [
+    "EXPERTS",
+    "ActionChunkResult",
+    "Observation",
+    "PrefixOutput",
+    "VLAModel",
+    "VLAPolicy",
+    "register_expert",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +72,10 @@ def build_expert(config: ModelConfig) -> nn.Module:
     if config.expert not in EXPERTS:
         known = sorted(set(EXPERTS) | set(LAZY_EXPERT_MODULES))
         hint = nearest_name(config.expert, known)
-        raise ConfigError(f"unknown or unavailable expert '{config.expert}'"
-                          + (f"; did you mean '{hint}'?" if hint else f"; known: {known}"))
+        raise ConfigError(
+            f"unknown or unavailable expert '{config.expert}'"
+            + (f"; did you mean '{hint}'?" if hint else f"; known: {known}")
+        )
     return EXPERTS[config.expert](config)
 
 
@@ -83,10 +92,21 @@ def trainable_groups(model: VLAModel, config: ModelConfig) -> dict[str, tuple[bo
     """Flag -> (value, modules it controls), following seed 000's fine-tuning table."""
     eagle = model.backbone.eagle_model
     head = model.action_head
-    projector = [getattr(head, n) for n in ("vlln", "vl_self_attention", "state_encoder", "action_encoder",
-                                            "position_embedding", "future_tokens", "shared_arm_decoder",
-                                            "action_arm_decoder", "action_claw_decoder")
-                 if isinstance(getattr(head, n, None), nn.Module)]
+    projector = [
+        getattr(head, n)
+        for n in (
+            "vlln",
+            "vl_self_attention",
+            "state_encoder",
+            "action_encoder",
+            "position_embedding",
+            "future_tokens",
+            "shared_arm_decoder",
+            "action_arm_decoder",
+            "action_claw_decoder",
+        )
+        if isinstance(getattr(head, n, None), nn.Module)
+    ]
     diffusion = [head.model] if isinstance(getattr(head, "model", None), nn.Module) else []
     return {
         "tune_visual": (config.backbone.tune_visual, [eagle.vision_model, eagle.mlp1]),
@@ -102,18 +122,29 @@ class VLAPolicy:
     """GR00T N1.5-style policy. ``VLAPolicy(config)`` is randomly initialised (``seed`` for reproducibility);
     ``VLAPolicy.from_checkpoint(path)`` loads weights, statistics and tokenizer from a directory."""
 
-    def __init__(self, config: ModelConfig, *, normalizer: Normalizer | None = None,
-                 tokenizer: TextTokenizer | None = None, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        normalizer: Normalizer | None = None,
+        tokenizer: TextTokenizer | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int | None = 0,
+    ) -> None:
         self.config = config
         self.device = torch.device(device)
         self.dtype = dtype
         self.tokenizer = tokenizer or load_tokenizer(config.backbone)
         if self.tokenizer.vocab_size > config.backbone.language.vocab_size:
-            raise ConfigError(f"tokenizer has {self.tokenizer.vocab_size} tokens but language.vocab_size is "
-                              f"{config.backbone.language.vocab_size}")
+            raise ConfigError(
+                f"tokenizer has {self.tokenizer.vocab_size} tokens but language.vocab_size is "
+                f"{config.backbone.language.vocab_size}"
+            )
         h = config.action_head
-        self.normalizer = normalizer or Normalizer.identity(h.max_state_dim, h.action_dim, config.normalization)
+        self.normalizer = normalizer or Normalizer.identity(
+            h.max_state_dim, h.action_dim, config.normalization
+        )
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -126,11 +157,18 @@ class VLAPolicy:
 
     # ---- loading / saving -------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> VLAPolicy:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> VLAPolicy:
         ckpt = load_checkpoint(path, dtype=dtype)
-        policy = cls(ckpt.config, normalizer=ckpt.normalizer, tokenizer=load_tokenizer(ckpt.config.backbone, path),
-                     device=device, dtype=dtype, seed=None)
+        policy = cls(
+            ckpt.config,
+            normalizer=ckpt.normalizer,
+            tokenizer=load_tokenizer(ckpt.config.backbone, path),
+            device=device,
+            dtype=dtype,
+            seed=None,
+        )
         check_keys(policy.model, ckpt.state_dict, str(path))
         policy.model.load_state_dict(ckpt.state_dict, strict=True)
         policy.digest = ckpt.digest
@@ -138,10 +176,17 @@ class VLAPolicy:
         logger.info("loaded %s from %s (random_init=%s)", policy.name, path, ckpt.random_init)
         return policy
 
-    def save(self, path: str | Path, random_init: bool | None = None, max_shard_bytes: int | None = None) -> Path:
-        return save_checkpoint(path, self.config, self.model.state_dict(), self.normalizer,
-                               random_init=self.random_init if random_init is None else random_init,
-                               max_shard_bytes=max_shard_bytes)
+    def save(
+        self, path: str | Path, random_init: bool | None = None, max_shard_bytes: int | None = None
+    ) -> Path:
+        return save_checkpoint(
+            path,
+            self.config,
+            self.model.state_dict(),
+            self.normalizer,
+            random_init=self.random_init if random_init is None else random_init,
+            max_shard_bytes=max_shard_bytes,
+        )
 
     @property
     def name(self) -> str:
@@ -180,9 +225,11 @@ class VLAPolicy:
         """-> pixel_values [B*V*F, 3, S, S], input_ids [B, L], attention_mask [B, L] bool."""
         pixel_values = preprocess_images([o.images for o in observations], self.config.backbone)
         prompts = build_prompts(self.tokenizer, [o.instruction for o in observations], self.config.backbone)
-        return {"pixel_values": pixel_values.to(self.device, self.dtype),
-                "input_ids": prompts.input_ids.to(self.device),
-                "attention_mask": prompts.attention_mask.to(self.device)}
+        return {
+            "pixel_values": pixel_values.to(self.device, self.dtype),
+            "input_ids": prompts.input_ids.to(self.device),
+            "attention_mask": prompts.attention_mask.to(self.device),
+        }
 
     # ---- prefix -----------------------------------------------------------------------------------
     def encode_prefix(self, observations: Sequence[Observation] | Observation) -> PrefixOutput:
@@ -191,31 +238,38 @@ class VLAPolicy:
             observations = [observations]
         return self.encode_prefix_timed(observations)[0]
 
-    def encode_prefix_timed(self, observations: Sequence[Observation],
-                            with_cross_kv: bool = True) -> tuple[PrefixOutput, dict[str, float]]:
+    def encode_prefix_timed(
+        self, observations: Sequence[Observation], with_cross_kv: bool = True
+    ) -> tuple[PrefixOutput, dict[str, float]]:
         timings: dict[str, float] = {}
-        t0 = self._now()
+        t0 = self.clock()
         inputs = self.prepare_inputs(observations)
-        t1 = self._now()
+        t1 = self.clock()
         vit = self.model.backbone.encode_images(inputs["pixel_values"])
-        t2 = self._now()
+        t2 = self.clock()
         feats = self.model.backbone.encode_language(inputs["input_ids"], inputs["attention_mask"], vit)
-        t3 = self._now()
+        t3 = self.clock()
         prefix = self.expert.prepare_prefix(feats, inputs["attention_mask"], with_cross_kv=with_cross_kv)
-        t4 = self._now()
+        t4 = self.clock()
         timings.update(preprocess=t1 - t0, vision=t2 - t1, llm=t3 - t2, vl_self_attention=t4 - t3)
         return prefix, timings
 
     # ---- inference --------------------------------------------------------------------------------
-    def predict_chunk(self, obs: Observation, *, seed: int | None = None, noise: torch.Tensor | None = None,
-                      rtc: RTCGuidance | None = None) -> ActionChunkResult:
+    def predict_chunk(
+        self,
+        obs: Observation,
+        *,
+        seed: int | None = None,
+        noise: torch.Tensor | None = None,
+        rtc: RTCGuidance | None = None,
+    ) -> ActionChunkResult:
         """One chunk for one observation -> unnormalised actions [T, 16] split into groups, with timings.
 
         ``seed`` draws the initial noise from a private generator (bitwise reproducible on CPU); ``noise``
         [1, T, max_action_dim] or [T, max_action_dim] overrides it. ``rtc`` guides toward the previous chunk.
         """
         h = self.config.action_head
-        t_start = self._now()
+        t_start = self.clock()
         # RTC needs autograd through the denoiser: inference_mode tensors cannot enter autograd
         ctx = torch.no_grad() if rtc is not None else torch.inference_mode()
         with ctx:
@@ -223,28 +277,46 @@ class VLAPolicy:
             state = self.prepare_state([obs.state])
             if noise is None:
                 gen = torch.Generator(device=self.device)
-                gen.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
-                noise = torch.randn(1, self.config.action_horizon, h.max_action_dim, generator=gen,
-                                    device=self.device, dtype=self.dtype)
+                if seed is None:
+                    gen.seed()  # fresh entropy without touching the global RNG
+                else:
+                    gen.manual_seed(seed)
+                noise = torch.randn(
+                    1,
+                    self.config.action_horizon,
+                    h.max_action_dim,
+                    generator=gen,
+                    device=self.device,
+                    dtype=self.dtype,
+                )
             noise = noise.to(self.device, self.dtype)
             if noise.ndim == 2:
                 noise = noise[None]
             target = None
             if rtc is not None:
-                target = make_rtc_target(rtc, self.normalizer.normalize_action, self.config.action_horizon,
-                                         h.max_action_dim, device=self.device, dtype=self.dtype)
-            t0 = self._now()
-            actions = self.expert.predict_chunk(prefix, state, noise, target, embodiment_id=obs.embodiment_id,
-                                                timings=timings)
-            t1 = self._now()
+                target = make_rtc_target(
+                    rtc,
+                    self.normalizer.normalize_action,
+                    self.config.action_horizon,
+                    h.max_action_dim,
+                    device=self.device,
+                    dtype=self.dtype,
+                )
+            t0 = self.clock()
+            actions = self.expert.predict_chunk(
+                prefix, state, noise, target, embodiment_id=obs.embodiment_id, timings=timings
+            )
+            t1 = self.clock()
             out = self.normalizer.unnormalize_action(actions[0].float().cpu().numpy()).astype(np.float32)
-        t2 = self._now()
+        t2 = self.clock()
         timings.update(expert=t1 - t0, unnormalize=t2 - t1, total=t2 - t_start)
         groups = {name: out[:, sl] for name, sl in self.config.decoder.groups.items()}
         return ActionChunkResult(actions=out, groups=groups, dt=self.config.dt, timings=timings)
 
     # ---- training ---------------------------------------------------------------------------------
-    def make_batch(self, observations: Sequence[Observation], actions: Sequence[np.ndarray]) -> dict[str, Any]:
+    def make_batch(
+        self, observations: Sequence[Observation], actions: Sequence[np.ndarray]
+    ) -> dict[str, Any]:
         """Observations + raw action chunks [T, d <= 16] -> training batch of normalised, padded tensors."""
         h = self.config.action_head
         batch: dict[str, Any] = dict(self.prepare_inputs(observations))
@@ -254,8 +326,9 @@ class VLAPolicy:
         for i, a in enumerate(actions):
             a = np.asarray(a, dtype=np.float32)
             if a.shape[0] != self.config.action_horizon or a.shape[1] > h.action_dim:
-                raise ValueError(f"action chunk must be [{self.config.action_horizon}, <= {h.action_dim}], "
-                                 f"got {a.shape}")
+                raise ValueError(
+                    f"action chunk must be [{self.config.action_horizon}, <= {h.action_dim}], got {a.shape}"
+                )
             act[i, :, : a.shape[1]] = torch.from_numpy(self.normalizer.normalize_action(a).astype(np.float32))
             mask[i, :, : a.shape[1]] = True
         batch["action"] = act.to(self.device)
@@ -267,16 +340,30 @@ class VLAPolicy:
         """Flow-matching loss of a batch from :meth:`make_batch` (or the same keys precomputed)."""
         cfg = self.config.backbone
         bb = self.model.backbone
-        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.tune_visual):
-            vit = bb.encode_images(batch["pixel_values"])
-        with torch.set_grad_enabled(torch.is_grad_enabled() and (cfg.tune_llm or cfg.tune_visual)):
-            hidden = bb.llm_hidden(batch["input_ids"], batch["attention_mask"], vit)
+        if "llm_hidden" in batch:
+            hidden = batch["llm_hidden"]  # precomputed by :meth:`cache_backbone` (frozen backbone)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.tune_visual):
+                vit = bb.encode_images(batch["pixel_values"])
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (cfg.tune_llm or cfg.tune_visual)):
+                hidden = bb.llm_hidden(batch["input_ids"], batch["attention_mask"], vit)
         feats = bb.eagle_linear(hidden)  # trainable regardless of the backbone flags
         prefix = self.expert.prepare_prefix(feats, batch["attention_mask"], with_cross_kv=False)
-        return self.expert.compute_loss(prefix, batch["state"], batch["action"], batch["action_mask"],
-                                        batch.get("embodiment_id"))
+        return self.expert.compute_loss(
+            prefix, batch["state"], batch["action"], batch["action_mask"], batch.get("embodiment_id")
+        )
 
-    def _now(self) -> float:
+    def cache_backbone(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Add ``llm_hidden`` [B, L, D] so compute_loss skips the backbone; only valid while it is frozen."""
+        if self.config.backbone.tune_visual or self.config.backbone.tune_llm:
+            raise ValueError("cache_backbone needs tune_visual and tune_llm off")
+        with torch.no_grad():
+            vit = self.model.backbone.encode_images(batch["pixel_values"])
+            hidden = self.model.backbone.llm_hidden(batch["input_ids"], batch["attention_mask"], vit)
+        return {**batch, "llm_hidden": hidden}
+
+    def clock(self) -> float:
+        """perf_counter after synchronising the device, for stage timings."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()

@@ -21,13 +21,30 @@ def tiny() -> ModelConfig:
     return ModelConfig(
         name="tiny",
         backbone=BackboneConfig(
-            vision=VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                num_attention_heads=2, image_size=64, patch_size=16),
-            language=LanguageConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                    select_layer=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+            vision=VisionConfig(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=64,
+                patch_size=16,
+            ),
+            language=LanguageConfig(
+                vocab_size=512,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                select_layer=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=16,
+            ),
         ),
         action_head=ActionHeadConfig(
-            input_embedding_dim=64, hidden_size=64, vl_self_attention_layers=2, vl_self_attention_heads=4,
+            input_embedding_dim=64,
+            hidden_size=64,
+            vl_self_attention_layers=2,
+            vl_self_attention_heads=4,
             dit=DiTConfig(num_layers=4, num_attention_heads=4, attention_head_dim=16, output_dim=64),
         ),
         decoder=DecoderConfig(hidden_size=64, cross_attention_heads=4),
@@ -39,18 +56,36 @@ def groot_n15() -> ModelConfig:
     return ModelConfig(
         name="groot-n1.5",
         backbone=BackboneConfig(
-            vision=VisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-                                num_attention_heads=16, image_size=224, patch_size=14),
-            language=LanguageConfig(vocab_size=151680, hidden_size=2048, intermediate_size=6144,
-                                    num_hidden_layers=28, select_layer=12, num_attention_heads=16,
-                                    num_key_value_heads=8, head_dim=128, max_position_embeddings=40960),
+            vision=VisionConfig(
+                hidden_size=1152,
+                intermediate_size=4304,
+                num_hidden_layers=27,
+                num_attention_heads=16,
+                image_size=224,
+                patch_size=14,
+            ),
+            language=LanguageConfig(
+                vocab_size=151680,
+                hidden_size=2048,
+                intermediate_size=6144,
+                num_hidden_layers=28,
+                select_layer=12,
+                num_attention_heads=16,
+                num_key_value_heads=8,
+                head_dim=128,
+                max_position_embeddings=40960,
+            ),
             max_text_tokens=128,
         ),
         action_head=ActionHeadConfig(
-            input_embedding_dim=1536, hidden_size=1024, vl_self_attention_layers=4, vl_self_attention_heads=32,
+            input_embedding_dim=1536,
+            hidden_size=1024,
+            vl_self_attention_layers=4,
+            vl_self_attention_heads=32,
             num_embodiments=32,  # GR00T's max_num_embodiments
-            dit=DiTConfig(num_layers=16, num_attention_heads=32, attention_head_dim=48, output_dim=1024,
-                          norm_eps=1e-6),
+            dit=DiTConfig(
+                num_layers=16, num_attention_heads=32, attention_head_dim=48, output_dim=1024, norm_eps=1e-6
+            ),
         ),
         decoder=DecoderConfig(hidden_size=1024, cross_attention_heads=4),
     )

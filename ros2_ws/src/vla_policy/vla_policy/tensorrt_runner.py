@@ -33,7 +33,7 @@ _TRT_TO_TORCH = {
 def import_tensorrt() -> Any:
     """The ``tensorrt`` module, or BackendUnavailable saying what is missing."""
     try:
-        import tensorrt as trt  # noqa: PLC0415  (optional dependency)
+        import tensorrt as trt
     except ImportError as exc:
         raise BackendUnavailable(f"tensorrt is not installed ({exc})") from exc
     if not torch.cuda.is_available():

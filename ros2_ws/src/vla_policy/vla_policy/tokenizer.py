@@ -76,8 +76,9 @@ def load_tokenizer(config: BackboneConfig, checkpoint_dir: Path | None = None) -
     """The checkpoint's ``tokenizer.json`` when present, else the built-in byte tokenizer."""
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "tokenizer.json").is_file():
         logger.info("loading tokenizer.json from %s", checkpoint_dir)
-        return HFTokenizer(Path(checkpoint_dir) / "tokenizer.json", config.image_token, config.pad_token,
-                           config.bos_token)
+        return HFTokenizer(
+            Path(checkpoint_dir) / "tokenizer.json", config.image_token, config.pad_token, config.bos_token
+        )
     return ByteTokenizer()
 
 
@@ -87,7 +88,9 @@ class TokenizedPrompts:
     attention_mask: torch.Tensor  # [B, L] bool, False on padding
 
 
-def build_prompts(tokenizer: TextTokenizer, instructions: list[str], config: BackboneConfig) -> TokenizedPrompts:
+def build_prompts(
+    tokenizer: TextTokenizer, instructions: list[str], config: BackboneConfig
+) -> TokenizedPrompts:
     """Token ids ``[BOS] <image> x N <text>`` per instruction, padded on ``config.padding_side``.
 
     Returns input_ids [B, L] and attention_mask [B, L]; every row holds exactly
@@ -105,8 +108,8 @@ def build_prompts(tokenizer: TextTokenizer, instructions: list[str], config: Bac
     mask = torch.zeros((len(rows), length), dtype=torch.bool)
     for i, r in enumerate(rows):
         if config.padding_side == "left":
-            input_ids[i, length - len(r):] = torch.tensor(r)
-            mask[i, length - len(r):] = True
+            input_ids[i, length - len(r) :] = torch.tensor(r)
+            mask[i, length - len(r) :] = True
         else:
             input_ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = True

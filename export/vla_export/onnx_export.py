@@ -1,0 +1,214 @@
+"""Export the prefix to ONNX at GR00T's split: vision (+ mlp1), LLM (+ eagle_linear), VL head (+ DiT K/V).
+
+Each graph is a small wrapper module with positional tensor inputs and plain tensor outputs, exported
+with the dynamo exporter (opset 18-20; 17 fails to down-convert and 23 emits ops ORT's CPU rejects).
+Dynamic axes: batch, images (batch x cameras x frames) and sequence length (text + image tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+from vla_policy.artifact_manifest import (
+    ArtifactManifest,
+    GraphSpec,
+    TensorSpec,
+    file_sha256,
+    write_manifest,
+)
+from vla_policy.observation import synthetic_observation
+from vla_policy.policy import VLAPolicy
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_OPSETS = (18, 19, 20)
+# protobuf cannot hold a single file over 2 GB: larger graphs keep their weights as external data
+EXTERNAL_DATA_THRESHOLD = 1 << 31
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class VisionGraph(nn.Module):
+    """pixel_values [N, 3, S, S] -> vit_embeds [N, patches, llm_hidden] (SigLIP + mlp1)."""
+
+    def __init__(self, policy: VLAPolicy) -> None:
+        super().__init__()
+        self.backbone = policy.model.backbone
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encode_images(pixel_values)
+
+
+class LanguageGraph(nn.Module):
+    """input_ids [B, L], attention_mask [B, L] bool, vit_embeds [N, patches, D] -> features [B, L, D_vl]."""
+
+    def __init__(self, policy: VLAPolicy) -> None:
+        super().__init__()
+        self.backbone = policy.model.backbone
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vit_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        return self.backbone.encode_language(input_ids, attention_mask, vit_embeds)
+
+
+class VLHeadGraph(nn.Module):
+    """backbone_features [B, L, D_vl], attention_mask [B, L] -> vl_features and per-block cross K/V."""
+
+    def __init__(self, policy: VLAPolicy) -> None:
+        super().__init__()
+        self.head = policy.expert
+
+    def forward(
+        self, backbone_features: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        prefix = self.head.prepare_prefix(backbone_features, attention_mask, with_cross_kv=True)
+        return (prefix.features, *(t for kv in prefix.cross_kv for t in kv))
+
+
+@dataclass(frozen=True)
+class GraphPlan:
+    """How to export one graph: module, example inputs, names and symbolic shapes."""
+
+    name: str
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]
+    input_axes: dict[str, tuple[int | str, ...]]
+    output_names: tuple[str, ...]
+
+
+def cross_kv_names(policy: VLAPolicy) -> tuple[str, ...]:
+    blocks = policy.expert.model.cross_layers
+    return tuple(f"cross_{kind}_{i}" for i in blocks for kind in ("k", "v"))
+
+
+def plan_graphs(policy: VLAPolicy, cameras: int | None = None) -> list[GraphPlan]:
+    """Example inputs from a synthetic observation with ``cameras`` views (default: the config's)."""
+    bb = policy.config.backbone
+    obs = synthetic_observation(bb.cameras, bb.vision.image_size, history=bb.history_frames)
+    inputs = policy.prepare_inputs([obs])
+    if cameras is not None and cameras != len(bb.cameras):
+        log.info("export traces with the config's %d cameras; the image axis stays dynamic", len(bb.cameras))
+    pixel_values, input_ids, mask = inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"]
+    with torch.inference_mode():
+        vit = policy.model.backbone.encode_images(pixel_values)
+        features = policy.model.backbone.encode_language(input_ids, mask, vit)
+    d_vl = features.shape[-1]
+    vision_axes = ("images", 3, bb.vision.image_size, bb.vision.image_size)
+    seq = ("batch", "seq_len")
+    kv_names = cross_kv_names(policy)
+    return [
+        GraphPlan(
+            "vision",
+            VisionGraph(policy),
+            {"pixel_values": pixel_values},
+            {"pixel_values": vision_axes},
+            ("vit_embeds",),
+        ),
+        GraphPlan(
+            "llm",
+            LanguageGraph(policy),
+            {"input_ids": input_ids, "attention_mask": mask, "vit_embeds": vit},
+            {"input_ids": seq, "attention_mask": seq, "vit_embeds": ("images", vit.shape[1], vit.shape[2])},
+            ("backbone_features",),
+        ),
+        GraphPlan(
+            "vl_head",
+            VLHeadGraph(policy),
+            {"backbone_features": features, "attention_mask": mask},
+            {"backbone_features": (*seq, d_vl), "attention_mask": seq},
+            ("vl_features", *kv_names),
+        ),
+    ]
+
+
+def _dynamic_shapes(plan: GraphPlan) -> dict[str, dict[int, torch.export.Dim]]:
+    dims: dict[str, torch.export.Dim] = {}
+    shapes: dict[str, dict[int, torch.export.Dim]] = {}
+    for name, axes in plan.input_axes.items():
+        shapes[name] = {}
+        for i, axis in enumerate(axes):
+            if isinstance(axis, str):
+                dims.setdefault(axis, torch.export.Dim(axis, min=1, max=8192))
+                shapes[name][i] = dims[axis]
+    return shapes
+
+
+def _tensor_specs(model: onnx.ModelProto, kind: str) -> tuple[TensorSpec, ...]:
+    values = model.graph.input if kind == "inputs" else model.graph.output
+    specs = []
+    for value in values:
+        tensor_type = value.type.tensor_type
+        shape = tuple(d.dim_param or d.dim_value for d in tensor_type.shape.dim)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        specs.append(TensorSpec(value.name, shape, dtype))
+    return tuple(specs)
+
+
+def export_graph(plan: GraphPlan, out_dir: Path, opset: int) -> GraphSpec:
+    """Export one graph, check it with onnx.checker, and describe it for the manifest."""
+    path = out_dir / f"{plan.name}.onnx"
+    args = tuple(plan.inputs.values())
+    start = time.perf_counter()
+    program = torch.onnx.export(
+        plan.module,
+        args,
+        dynamo=True,
+        opset_version=opset,
+        input_names=list(plan.inputs),
+        output_names=list(plan.output_names),
+        dynamic_shapes=tuple(_dynamic_shapes(plan).values()),
+        verbose=False,
+    )
+    model = program.model_proto
+    external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    onnx.save_model(model, str(path), save_as_external_data=external, location=f"{plan.name}.onnx.data")
+    onnx.checker.check_model(str(path))
+    log.info(
+        "exported %s in %.1f s (%s)",
+        path.name,
+        time.perf_counter() - start,
+        "external data" if external else "inline",
+    )
+    checked = onnx.load(str(path), load_external_data=False)
+    return GraphSpec(
+        name=plan.name,
+        file=path.name,
+        sha256=file_sha256(path),
+        inputs=_tensor_specs(checked, "inputs"),
+        outputs=_tensor_specs(checked, "outputs"),
+        external_data=external,
+    )
+
+
+def export_prefix(
+    checkpoint: Path, out_dir: Path, opset: int = 19, dtype: str = "fp32", cameras: int | None = None
+) -> ArtifactManifest:
+    """Export every prefix graph of ``checkpoint`` into ``out_dir`` and write ``manifest.json``."""
+    if opset not in SUPPORTED_OPSETS:
+        raise ValueError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    policy = VLAPolicy.from_checkpoint(checkpoint, dtype=DTYPES[dtype])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graphs = tuple(export_graph(plan, out_dir, opset) for plan in plan_graphs(policy, cameras))
+    manifest = ArtifactManifest(
+        checkpoint_sha256=policy.digest or "",
+        model_name=policy.config.name,
+        expert=policy.config.expert,
+        opset=opset,
+        dtype=dtype,
+        graphs=graphs,
+        extra={
+            "image_tokens_per_camera": policy.config.backbone.vision.num_patches
+            * policy.config.backbone.history_frames,
+            "cameras": list(policy.config.backbone.cameras),
+        },
+    )
+    write_manifest(out_dir, manifest)
+    return manifest
