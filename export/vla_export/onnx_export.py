@@ -187,7 +187,12 @@ def export_graph(plan: GraphPlan, out_dir: Path, opset: int) -> GraphSpec:
 
 
 def export_prefix(
-    checkpoint: Path, out_dir: Path, opset: int = 19, dtype: str = "fp32", cameras: int | None = None
+    checkpoint: Path,
+    out_dir: Path,
+    opset: int = 19,
+    dtype: str = "fp32",
+    cameras: int | None = None,
+    max_text_len: int | None = None,
 ) -> ArtifactManifest:
     """Export every prefix graph of ``checkpoint`` into ``out_dir`` and write ``manifest.json``."""
     if opset not in SUPPORTED_OPSETS:
@@ -195,6 +200,7 @@ def export_prefix(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     policy = VLAPolicy.from_checkpoint(checkpoint, dtype=DTYPES[dtype])
+    bb = policy.config.backbone
     out_dir.mkdir(parents=True, exist_ok=True)
     graphs = tuple(export_graph(plan, out_dir, opset) for plan in plan_graphs(policy, cameras))
     manifest = ArtifactManifest(
@@ -205,9 +211,10 @@ def export_prefix(
         dtype=dtype,
         graphs=graphs,
         extra={
-            "image_tokens_per_camera": policy.config.backbone.vision.num_patches
-            * policy.config.backbone.history_frames,
-            "cameras": list(policy.config.backbone.cameras),
+            "image_tokens_per_camera": bb.vision.num_patches * bb.history_frames,
+            "history_frames": bb.history_frames,
+            "cameras": list(bb.cameras),
+            "max_text_len": max_text_len or bb.max_text_tokens,
         },
     )
     write_manifest(out_dir, manifest)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from vla_policy.artifact_manifest import load_manifest
+from vla_policy.observation import PrefixOutput, synthetic_observation
+from vla_policy.policy import VLAPolicy
+from vla_policy.prefix_backend import PrefixBackend
 
 from vla_export.parity_thresholds import Comparison, compare
-from vla_policy.observation import Observation, synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.prefix_backend import PrefixBackend, TorchPrefixBackend, select_prefix_backend
 
 
 @dataclass(frozen=True)
@@ -39,21 +40,17 @@ def _stage_outputs(
     mask = inputs["attention_mask"]
     vit = backend.vision(inputs["pixel_values"])
     features = backend.language(inputs["input_ids"], mask, reference["vision/vit_embeds"])
-    prefix = backend.vl_head(reference["llm/backbone_features"], mask)
-    out = {"vision/vit_embeds": vit, "llm/backbone_features": features, "vl_head/vl_features": prefix.features}
+    out = {"vision/vit_embeds": vit, "llm/backbone_features": features}
+    out.update(_prefix_outputs(backend.vl_head(reference["llm/backbone_features"], mask)))
+    return out
+
+
+def _prefix_outputs(prefix: PrefixOutput) -> dict[str, torch.Tensor]:
+    out = {"vl_head/vl_features": prefix.features}
     for i, (k, v) in enumerate(prefix.cross_kv or ()):
         out[f"vl_head/cross_kv_{i}/k"] = k
         out[f"vl_head/cross_kv_{i}/v"] = v
     return out
-
-
-def _chunk(policy: VLAPolicy, backend: PrefixBackend, inputs: dict[str, torch.Tensor], obs: Observation,
-           noise: torch.Tensor) -> torch.Tensor:
-    mask = inputs["attention_mask"]
-    vit = backend.vision(inputs["pixel_values"])
-    prefix = backend.vl_head(backend.language(inputs["input_ids"], mask, vit), mask)
-    state = policy.prepare_state([obs.state])
-    return policy.expert.predict_chunk(prefix, state, noise, embodiment_id=obs.embodiment_id)
 
 
 def run_parity(
@@ -65,18 +62,38 @@ def run_parity(
     instruction: str = "pick up the red cube and hand it over",
 ) -> ParityReport:
     """Compare ``backend`` with torch on a synthetic observation; thresholds by the export precision."""
-    from vla_policy.artifact_manifest import load_manifest  # noqa: PLC0415
-
     precision = load_manifest(artifacts, verify_hashes=False).dtype
     policy = VLAPolicy.from_checkpoint(checkpoint)
-    candidate = select_prefix_backend(policy, [backend], artifacts=artifacts, engines=engines)
-    reference = TorchPrefixBackend(policy)
     bb = policy.config.backbone
-    obs = synthetic_observation(bb.cameras, bb.vision.image_size, history=bb.history_frames,
-                                instruction=instruction, seed=seed)
+    obs = synthetic_observation(
+        bb.cameras, bb.vision.image_size, history=bb.history_frames, instruction=instruction, seed=seed
+    )
     inputs = policy.prepare_inputs([obs])
-    noise = torch.randn(1, policy.config.action_horizon, policy.config.action_head.max_action_dim,
-                        generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(
+        1,
+        policy.config.action_horizon,
+        policy.config.action_head.max_action_dim,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    reference_backend = policy.prefix_backend
     with torch.inference_mode():
-        ref = _stage_outputs(reference, inputs, {})  if False else None  # placeholder removed below
-    raise NotImplementedError
+        mask = inputs["attention_mask"]
+        vit = reference_backend.vision(inputs["pixel_values"])
+        features = reference_backend.language(inputs["input_ids"], mask, vit)
+        reference = {"vision/vit_embeds": vit, "llm/backbone_features": features}
+        reference.update(_prefix_outputs(reference_backend.vl_head(features, mask)))
+        reference_chunk = policy.predict_chunk(obs, noise=noise).actions
+    name = policy.use_prefix_backend([backend], artifacts=artifacts, engines=engines)
+    with torch.inference_mode():
+        candidate = _stage_outputs(policy.prefix_backend, inputs, reference)
+        candidate_chunk = policy.predict_chunk(obs, noise=noise).actions
+    comparisons = [compare(k, reference[k], candidate[k], precision) for k in reference]
+    comparisons.append(
+        compare(
+            "end_to_end/actions",
+            torch.from_numpy(reference_chunk),
+            torch.from_numpy(candidate_chunk),
+            precision,
+        )
+    )
+    return ParityReport(name, precision, tuple(comparisons))

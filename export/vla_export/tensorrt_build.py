@@ -38,19 +38,20 @@ class ProfileRanges:
 
 
 def _axis_value(axis: int | str, ranges: ProfileRanges, which: int, tokens: dict[str, int]) -> int:
-    """Concrete size of one (possibly symbolic) axis for profile point ``which`` (0 min, 1 opt, 2 max)."""
+    """Concrete size of one (possibly symbolic) axis for profile point ``which`` (0 min, 1 opt, 2 max).
+
+    Axis names are those of the ONNX export: ``batch``, ``images`` (batch x cameras x history frames)
+    and ``seq_len`` (BOS + image tokens + text tokens).
+    """
     if isinstance(axis, int):
         return axis
+    batch, cameras = ranges.batch[which], ranges.cameras[which]
     if axis == "batch":
-        return ranges.batch[which]
-    if axis == "batch_cameras":
-        return ranges.batch[which] * ranges.cameras[which]
-    if axis == "text_len":
-        return ranges.text_len[which]
+        return batch
+    if axis == "images":
+        return batch * cameras * tokens["history_frames"]
     if axis == "seq_len":
-        return ranges.text_len[which] + ranges.cameras[which] * tokens["image_tokens"]
-    if axis == "image_tokens_total":
-        return ranges.cameras[which] * tokens["image_tokens"]
+        return 1 + cameras * tokens["image_tokens_per_camera"] + ranges.text_len[which]
     raise ValueError(f"no profile rule for dynamic axis '{axis}'")
 
 
@@ -105,7 +106,7 @@ def build_all(
     """Engines for every graph of an export directory; writes ``engines.json`` mapping graph → engine."""
     manifest = load_manifest(onnx_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokens = {"image_tokens": int(manifest.extra.get("image_tokens_per_camera", 0))}
+    tokens = {k: int(manifest.extra.get(k, 1)) for k in ("image_tokens_per_camera", "history_frames")}
     engines = {g.name: build_engine(onnx_dir, g, out_dir, precision, ranges, tokens) for g in manifest.graphs}
     (out_dir / "engines.json").write_text(json.dumps({k: v.name for k, v in engines.items()}, indent=2))
     return manifest, engines

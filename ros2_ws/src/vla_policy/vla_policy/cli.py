@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vla_policy.checkpoint import CheckpointError
+from vla_policy.latency_stats import ratio, summarize
 from vla_policy.observation import synthetic_observation
 from vla_policy.presets import PRESETS, get_preset
 from vla_policy.strict_config import ConfigError, to_dict
@@ -231,9 +231,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # ---- bench ----------------------------------------------------------------------------------------
-def _stats(samples: list[float]) -> dict[str, float]:
-    a = np.asarray(samples)
-    return {"median_ms": _ms(float(np.median(a))), "p99_ms": _ms(float(np.percentile(a, 99))), "reps": len(a)}
+def _stats(samples: list[float]) -> dict[str, float | int]:
+    return summarize(samples).as_ms()
 
 
 def run_bench(policy: Any, reps: int, warmup: int = 2, seed: int = 0) -> dict[str, Any]:
@@ -290,7 +289,7 @@ def run_bench(policy: Any, reps: int, warmup: int = 2, seed: int = 0) -> dict[st
         "kv_cache": {
             "cached": _stats(cached),
             "uncached": _stats(uncached),
-            "speedup": round(float(np.median(uncached) / np.median(cached)), 4),
+            "speedup": ratio(uncached, cached),
         },
         "torch_threads": torch.get_num_threads(),
     }

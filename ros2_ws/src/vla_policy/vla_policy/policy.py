@@ -27,6 +27,7 @@ from vla_policy.flow_matching import RTCGuidance, make_rtc_target
 from vla_policy.image_preprocessing import preprocess_images
 from vla_policy.normalization import Normalizer
 from vla_policy.observation import ActionChunkResult, Observation, PrefixOutput
+from vla_policy.prefix_backend import PrefixBackend, TorchPrefixBackend, select_prefix_backend
 from vla_policy.strict_config import ConfigError, nearest_name
 from vla_policy.tokenizer import TextTokenizer, build_prompts, load_tokenizer
 
@@ -154,6 +155,8 @@ class VLAPolicy:
         self.apply_trainable_flags()
         self.digest: str | None = None
         self.random_init = True
+        # torch by default; an exported runtime is swapped in with use_prefix_backend()
+        self.prefix_backend: PrefixBackend = TorchPrefixBackend(self)
 
     # ---- loading / saving -------------------------------------------------------------------------
     @classmethod
@@ -192,6 +195,21 @@ class VLAPolicy:
     def name(self) -> str:
         """``<model name>@<sha256[:12] of the weights>`` (``@unsaved`` when not loaded from disk)."""
         return f"{self.config.name}@{self.digest[:12] if self.digest else 'unsaved'}"
+
+    def use_prefix_backend(
+        self,
+        order: Sequence[str] = ("torch",),
+        artifacts: str | Path | None = None,
+        engines: str | Path | None = None,
+    ) -> str:
+        """Pick the first prefix backend of ``order`` that loads (see prefix_backend.py); returns its name."""
+        self.prefix_backend = select_prefix_backend(
+            self,
+            order,
+            artifacts=Path(artifacts) if artifacts else None,
+            engines=Path(engines) if engines else None,
+        )
+        return self.prefix_backend.name
 
     @property
     def expert(self) -> nn.Module:
@@ -245,11 +263,15 @@ class VLAPolicy:
         t0 = self.clock()
         inputs = self.prepare_inputs(observations)
         t1 = self.clock()
-        vit = self.model.backbone.encode_images(inputs["pixel_values"])
+        backend = self.prefix_backend
+        vit = backend.vision(inputs["pixel_values"])
         t2 = self.clock()
-        feats = self.model.backbone.encode_language(inputs["input_ids"], inputs["attention_mask"], vit)
+        feats = backend.language(inputs["input_ids"], inputs["attention_mask"], vit)
         t3 = self.clock()
-        prefix = self.expert.prepare_prefix(feats, inputs["attention_mask"], with_cross_kv=with_cross_kv)
+        if with_cross_kv:
+            prefix = backend.vl_head(feats, inputs["attention_mask"])
+        else:  # the uncached reference path of the bench: K/V recomputed by every denoising step
+            prefix = self.expert.prepare_prefix(feats, inputs["attention_mask"], with_cross_kv=False)
         t4 = self.clock()
         timings.update(preprocess=t1 - t0, vision=t2 - t1, llm=t3 - t2, vl_self_attention=t4 - t3)
         return prefix, timings

@@ -569,7 +569,9 @@ class VLAPolicyNode(LifecycleNode):
                 self._scheduler.reset()
             self._set_state(FAULT, f"inference failed: {exc}; retrying in {self._backoff:.2f} s")
         detail = traceback.format_exc() if self._inference_errors <= 3 else ""
-        self.get_logger().error(f"inference failed ({self._inference_errors}): {exc}\n{detail}")
+        self.get_logger().error(
+            f"inference failed ({self._inference_errors}): {exc}; retrying in {self._backoff:.2f} s\n{detail}"
+        )
 
     # --- reporting -------------------------------------------------------------------------------
     def _observation_age(self, now: float) -> float:
