@@ -280,6 +280,34 @@ class NormalizationConfig:
 
 
 @dataclass(frozen=True)
+class FusionExpertConfig:
+    """Transformer of the ``deep_fusion`` (seed 001) and ``kv_cache_expert`` (seed 004) experts.
+
+    One expert layer per built LLM layer (``select_layer``); heads, KV heads and head_dim are the LLM's so
+    both sides share one attention head space and one RoPE. Widths of 0 take the LLM's.
+    """
+
+    hidden_size: int = 0  # expert token width (PI0: narrower than the VLM); 0 -> language.hidden_size
+    intermediate_size: int = 0  # expert MLP width; 0 -> language.intermediate_size
+    rms_norm_eps: float = 1e-6
+    time_features: int = 32  # Fourier (kv_cache_expert) / sinusoidal (deep_fusion) time channels
+    min_period: float = 4e-3  # PI0 sinusoidal time embedding periods
+    max_period: float = 4.0
+    max_frequency: float = 100.0  # highest Fourier frequency of the kv_cache_expert time encoding
+    state_token: bool = True  # prepend a projected state token to the suffix
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "intermediate_size"):
+            value = getattr(self, name)
+            require(value >= 0, f"fusion_expert.{name} must be >= 0, got {value}")
+        even = self.time_features > 0 and self.time_features % 2 == 0
+        require(even, f"fusion_expert.time_features must be positive and even, got {self.time_features}")
+        require(0 < self.min_period < self.max_period, "fusion_expert needs 0 < min_period < max_period")
+        require(self.max_frequency > 0, "fusion_expert.max_frequency must be > 0")
+        require(self.rms_norm_eps > 0, "fusion_expert.rms_norm_eps must be > 0")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The whole policy."""
 
@@ -289,6 +317,7 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     expert: str = "dit_cross_attention"
+    fusion_expert: FusionExpertConfig = field(default_factory=FusionExpertConfig)  # deep_fusion/kv_cache
     action_horizon: int = 16
     dt: float = 0.05  # seconds between actions
     num_inference_steps: int = 4

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from vla_policy.observation import Observation
 
 
-class ObservationNotReady(RuntimeError):  # noqa: N818 - name fixed by the interface
+class ObservationNotReady(RuntimeError):
     """The buffer cannot produce an observation now; ``reason`` says why."""
 
     def __init__(self, reason: str) -> None:
@@ -30,7 +30,7 @@ class ObservationNotReady(RuntimeError):  # noqa: N818 - name fixed by the inter
         self.reason = reason
 
 
-class InstructionRejected(ValueError):  # noqa: N818 - reads as an event
+class InstructionRejected(ValueError):
     """An instruction was refused (empty, too long, not text); ``reason`` says why."""
 
     def __init__(self, reason: str) -> None:

@@ -87,6 +87,8 @@ class VLAModel(nn.Module):
         super().__init__()
         self.backbone = EagleBackbone(config.backbone)
         self.action_head = build_expert(config)
+        if hasattr(self.action_head, "attach_backbone"):  # layer-KV experts run the LLM layers themselves
+            self.action_head.attach_backbone(self.backbone)
 
 
 def trainable_groups(model: VLAModel, config: ModelConfig) -> dict[str, tuple[bool, list[nn.Module]]]:
@@ -362,6 +364,14 @@ class VLAPolicy:
         """Flow-matching loss of a batch from :meth:`make_batch` (or the same keys precomputed)."""
         cfg = self.config.backbone
         bb = self.model.backbone
+        if getattr(self.expert, "uses_layer_kv", False):  # deep_fusion / kv_cache_expert: LLM inputs
+            with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.tune_visual):
+                vit = bb.encode_images(batch["pixel_values"])
+            embeds = self.expert.embed_prefix(batch["input_ids"], batch["attention_mask"], vit)
+            prefix = self.expert.prepare_prefix(embeds, batch["attention_mask"], with_cross_kv=False)
+            return self.expert.compute_loss(
+                prefix, batch["state"], batch["action"], batch["action_mask"], batch.get("embodiment_id")
+            )
         if "llm_hidden" in batch:
             hidden = batch["llm_hidden"]  # precomputed by :meth:`cache_backbone` (frozen backbone)
         else:

@@ -62,6 +62,8 @@ class TorchPrefixBackend(PrefixBackend):
     def language(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vit: torch.Tensor
     ) -> torch.Tensor:
+        if getattr(self._expert, "uses_layer_kv", False):  # LLM input embeds; vl_head runs the LLM -> K/V
+            return self._expert.embed_prefix(input_ids, attention_mask, vit)
         return self._backbone.encode_language(input_ids, attention_mask, vit)
 
     def vl_head(self, features: torch.Tensor, attention_mask: torch.Tensor) -> PrefixOutput:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from vla_policy.config import (
@@ -9,6 +10,7 @@ from vla_policy.config import (
     BackboneConfig,
     DecoderConfig,
     DiTConfig,
+    FusionExpertConfig,
     LanguageConfig,
     ModelConfig,
     VisionConfig,
@@ -91,7 +93,97 @@ def groot_n15() -> ModelConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": tiny, "groot-n1.5": groot_n15}
+def pi0_tiny() -> ModelConfig:
+    """``deep_fusion`` (seed 001) on the tiny backbone: expert width 32 (half the LLM's), 10 PI0 steps."""
+    return dataclasses.replace(
+        tiny(),
+        name="pi0-tiny",
+        expert="deep_fusion",
+        fusion_expert=FusionExpertConfig(hidden_size=32, intermediate_size=64, time_features=32),
+        num_inference_steps=10,
+    )
+
+
+def pi0() -> ModelConfig:
+    """PI0 shapes (``describe`` on the meta device): PaliGemma-like prefix (SigLIP so400m 224/14, a 2B
+    LM with 18 layers, width 2048, 8 heads, 1 KV head, head_dim 256; built as Qwen3 layers) and a
+    Gemma-300M-like expert (width 1024, MLP 4096) sharing its head space; horizon 50, 10 steps."""
+    base = groot_n15()
+    return dataclasses.replace(
+        base,
+        name="pi0",
+        expert="deep_fusion",
+        backbone=dataclasses.replace(
+            base.backbone,
+            language=LanguageConfig(
+                vocab_size=257152,
+                hidden_size=2048,
+                intermediate_size=16384,
+                num_hidden_layers=18,
+                select_layer=18,
+                num_attention_heads=8,
+                num_key_value_heads=1,
+                head_dim=256,
+                max_position_embeddings=8192,
+                rope_theta=10000.0,
+            ),
+            max_text_tokens=48,
+        ),
+        fusion_expert=FusionExpertConfig(hidden_size=1024, intermediate_size=4096, time_features=1024),
+        action_horizon=50,
+        num_inference_steps=10,
+    )
+
+
+def alpamayo_tiny() -> ModelConfig:
+    """``kv_cache_expert`` (seed 004) on the tiny backbone: the expert is configured like the LLM."""
+    return dataclasses.replace(
+        tiny(),
+        name="alpamayo-tiny",
+        expert="kv_cache_expert",
+        fusion_expert=FusionExpertConfig(time_features=32),
+        num_inference_steps=10,
+    )
+
+
+def alpamayo() -> ModelConfig:
+    """Alpamayo-R1 shapes (``describe`` on the meta device): a Qwen2.5-VL-7B-like LM (28 layers, width 3584,
+    28 heads, 4 KV heads, head_dim 128) whose whole KV cache feeds an expert configured like it, with a
+    narrower MLP (4864, about 2.3B parameters as reported); 4 frames of history per camera."""
+    base = groot_n15()
+    return dataclasses.replace(
+        base,
+        name="alpamayo",
+        expert="kv_cache_expert",
+        backbone=dataclasses.replace(
+            base.backbone,
+            language=LanguageConfig(
+                vocab_size=152064,
+                hidden_size=3584,
+                intermediate_size=18944,
+                num_hidden_layers=28,
+                select_layer=28,
+                num_attention_heads=28,
+                num_key_value_heads=4,
+                head_dim=128,
+                max_position_embeddings=128000,
+                rope_theta=1_000_000.0,
+            ),
+            history_frames=4,
+        ),
+        fusion_expert=FusionExpertConfig(intermediate_size=4864, time_features=256),
+        num_inference_steps=10,
+    )
+
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    "tiny": tiny,
+    "groot-n1.5": groot_n15,
+    "pi0-tiny": pi0_tiny,
+    "pi0": pi0,
+    "alpamayo-tiny": alpamayo_tiny,
+    "alpamayo": alpamayo,
+}
 
 
 def get_preset(name: str) -> ModelConfig:

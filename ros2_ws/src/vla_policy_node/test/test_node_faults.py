@@ -65,6 +65,7 @@ def test_slow_inference_holds_last_safe_action_and_counts_overruns(
         status = harness.wait_status(lambda s: s.inference_overruns >= 2 and s.state == RUNNING, 30.0)
         assert status is not None
         # while waiting for the slow chunk the same safe command repeats (hold at last safe action)
+        assert harness.wait_for(lambda: len(harness.commands["left_arm"]) >= 5, 30.0)
         with harness.lock:
             values = [tuple(v) for _, v in harness.commands["left_arm"][-5:]]
         assert len(values) == 5 and len(set(values)) <= 2

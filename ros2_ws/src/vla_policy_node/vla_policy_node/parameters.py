@@ -22,6 +22,7 @@ BACKENDS: tuple[str, ...] = ("pytorch", "onnx", "tensorrt")
 OUTPUT_MODES: tuple[str, ...] = ("trajectory", "forward")
 FORWARD_HOLD_MODES: tuple[str, ...] = ("repeat", "stop")
 CAMERA_TYPES: tuple[str, ...] = ("Image", "CompressedImage")
+CONTROL_LOOPS: tuple[str, ...] = ("thread", "timer")
 
 ALOHA_LEFT = tuple(f"left_joint_{i}" for i in range(6))
 ALOHA_RIGHT = tuple(f"right_joint_{i}" for i in range(6))
@@ -36,6 +37,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "seed": (-1, "noise seed per chunk (-1 = random)"),
     "warmup_runs": (1, "inference runs at configure before control starts"),
     "control_rate_hz": (0.0, "control loop rate; 0 = 1 / dt of the checkpoint"),
+    "control_loop": (
+        "thread",
+        "thread: own thread sleeping to absolute deadlines on the node clock | timer: rclpy timer",
+    ),
     "output_mode": (
         "trajectory",
         "trajectory (JointTrajectory per chunk) | forward (Float64MultiArray per tick)",
@@ -99,6 +104,7 @@ class NodeSettings:
     seed: int | None
     warmup_runs: int
     control_rate_hz: float  # 0 = from the checkpoint
+    control_loop: str
     output_mode: str
     forward_hold: str
     cameras: tuple[CameraSpec, ...]
@@ -147,6 +153,8 @@ def validate_one(name: str, value: Any, *, at_runtime: bool = False) -> None:
         _positive(name, value, allow_zero=True)
     elif name == "backend":
         _choice(name, value, BACKENDS)
+    elif name == "control_loop":
+        _choice(name, value, CONTROL_LOOPS)
     elif name == "output_mode":
         _choice(name, value, OUTPUT_MODES)
     elif name == "forward_hold":
@@ -221,6 +229,7 @@ def build_settings(values: Mapping[str, Any]) -> NodeSettings:
         seed=None if int(v["seed"]) < 0 else int(v["seed"]),
         warmup_runs=int(v["warmup_runs"]),
         control_rate_hz=float(v["control_rate_hz"]),
+        control_loop=v["control_loop"],
         output_mode=v["output_mode"],
         forward_hold=v["forward_hold"],
         cameras=cameras,
