@@ -71,6 +71,40 @@ class VLHeadGraph(nn.Module):
         return (prefix.features, *(t for kv in prefix.cross_kv for t in kv))
 
 
+class PrefixEmbedGraph(nn.Module):
+    """Layer-KV experts' ``llm`` stage: input_ids [B, L], attention_mask [B, L], vit_embeds [N, patches, D]
+    -> LLM input embeds [B, L, D] (token embeddings with the image tokens spliced in)."""
+
+    def __init__(self, policy: VLAPolicy) -> None:
+        super().__init__()
+        self.expert = policy.expert
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vit_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        return self.expert.embed_prefix(input_ids, attention_mask, vit_embeds)
+
+
+class LayerKVGraph(nn.Module):
+    """Layer-KV experts' ``vl_head`` stage: LLM input embeds [B, L, D], attention_mask [B, L] -> the cut
+    LLM's per-layer K and V [B, kv_heads, L, head_dim] (``layer_k_i``, ``layer_v_i``)."""
+
+    def __init__(self, policy: VLAPolicy) -> None:
+        super().__init__()
+        self.expert = policy.expert
+
+    def forward(
+        self, backbone_features: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        kv = self.expert.prefix_layer_kv(backbone_features, attention_mask)
+        return tuple(t for pair in kv for t in pair)
+
+
+def layer_kv_names(policy: VLAPolicy) -> tuple[str, ...]:
+    n = policy.config.backbone.language.select_layer
+    return tuple(f"layer_{kind}_{i}" for i in range(n) for kind in ("k", "v"))
+
+
 @dataclass(frozen=True)
 class GraphPlan:
     """How to export one graph: module, example inputs, names and symbolic shapes."""
@@ -95,13 +129,23 @@ def plan_graphs(policy: VLAPolicy, cameras: int | None = None) -> list[GraphPlan
     if cameras is not None and cameras != len(bb.cameras):
         log.info("export traces with the config's %d cameras; the image axis stays dynamic", len(bb.cameras))
     pixel_values, input_ids, mask = inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"]
+    layer_kv = getattr(policy.expert, "uses_layer_kv", False)  # deep_fusion / kv_cache_expert
     with torch.inference_mode():
         vit = policy.model.backbone.encode_images(pixel_values)
-        features = policy.model.backbone.encode_language(input_ids, mask, vit)
+        if layer_kv:
+            features = policy.expert.embed_prefix(input_ids, mask, vit)
+        else:
+            features = policy.model.backbone.encode_language(input_ids, mask, vit)
     d_vl = features.shape[-1]
     vision_axes = ("images", 3, bb.vision.image_size, bb.vision.image_size)
     seq = ("batch", "seq_len")
-    kv_names = cross_kv_names(policy)
+    if layer_kv:  # the prefix exports per-layer K/V instead of features
+        llm_module: nn.Module = PrefixEmbedGraph(policy)
+        head_module: nn.Module = LayerKVGraph(policy)
+        head_outputs = layer_kv_names(policy)
+    else:
+        llm_module, head_module = LanguageGraph(policy), VLHeadGraph(policy)
+        head_outputs = ("vl_features", *cross_kv_names(policy))
     return [
         GraphPlan(
             "vision",
@@ -112,17 +156,17 @@ def plan_graphs(policy: VLAPolicy, cameras: int | None = None) -> list[GraphPlan
         ),
         GraphPlan(
             "llm",
-            LanguageGraph(policy),
+            llm_module,
             {"input_ids": input_ids, "attention_mask": mask, "vit_embeds": vit},
             {"input_ids": seq, "attention_mask": seq, "vit_embeds": ("images", vit.shape[1], vit.shape[2])},
             ("backbone_features",),
         ),
         GraphPlan(
             "vl_head",
-            VLHeadGraph(policy),
+            head_module,
             {"backbone_features": features, "attention_mask": mask},
             {"backbone_features": (*seq, d_vl), "attention_mask": seq},
-            ("vl_features", *kv_names),
+            head_outputs,
         ),
     ]
 

@@ -50,6 +50,9 @@ def _prefix_outputs(prefix: PrefixOutput) -> dict[str, torch.Tensor]:
     for i, (k, v) in enumerate(prefix.cross_kv or ()):
         out[f"vl_head/cross_kv_{i}/k"] = k
         out[f"vl_head/cross_kv_{i}/v"] = v
+    for i, (k, v) in enumerate(prefix.layer_kv or ()):  # deep_fusion / kv_cache_expert
+        out[f"vl_head/layer_kv_{i}/k"] = k
+        out[f"vl_head/layer_kv_{i}/v"] = v
     return out
 
 

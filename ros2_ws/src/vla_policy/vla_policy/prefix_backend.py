@@ -31,6 +31,7 @@ class PrefixBackend:
     """Runs the prefix stages. Subclasses implement the three stages; shapes as in the ONNX graphs."""
 
     name = "abstract"
+    skipped: tuple[str, ...] = ()  # "<backend>: <reason>" for each backend tried before this one
 
     def vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values [N, 3, S, S] -> vit_embeds [N, patches, D_llm]."""
@@ -101,6 +102,10 @@ class GraphPrefixBackend(PrefixBackend):
         names = self._runners["vl_head"].output_names
         kv = [out[n] for n in names if n.startswith("cross_")]
         cross_kv = tuple((kv[i], kv[i + 1]) for i in range(0, len(kv), 2))
+        if any(n.startswith("layer_") for n in names):  # layer-KV experts: per-LLM-layer K/V
+            lkv = [out[n] for n in names if n.startswith("layer_")]
+            layer_kv = tuple((lkv[i], lkv[i + 1]) for i in range(0, len(lkv), 2))
+            return PrefixOutput(features=features, attention_mask=attention_mask.bool(), layer_kv=layer_kv)
         return PrefixOutput(
             features=out["vl_features"], attention_mask=attention_mask.bool(), cross_kv=cross_kv
         )
@@ -179,6 +184,7 @@ def select_prefix_backend(
             skipped.append(f"{name}: {exc}")
             log.info("prefix backend %s skipped: %s", name, exc)
             continue
+        backend.skipped = tuple(skipped)
         log.info("prefix backend: %s%s", name, f" (skipped {'; '.join(skipped)})" if skipped else "")
         return backend
     raise BackendUnavailable("no prefix backend could be loaded: " + "; ".join(skipped))

@@ -22,7 +22,7 @@ def generate_launch_description() -> LaunchDescription:
             "checkpoint", description="checkpoint directory (`vla-policy init --preset tiny --out DIR`)"
         ),
         DeclareLaunchArgument(
-            "backend", default_value="pytorch", description="prefix backend: pytorch | onnx | tensorrt"
+            "backend", default_value="torch", description="prefix backend: torch | onnxruntime | tensorrt"
         ),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vla_policy_node.parameters import PARAMETERS, ParameterError, build_settings, validate_one
+from vla_policy_node.parameters import PARAMETERS, ParameterError, build_settings, load_defaults, validate_one
 
-CONFIG = Path(__file__).resolve().parent.parent / "config" / "bimanual.yaml"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG = CONFIG_DIR / "bimanual.yaml"
 
 
 def _values(**kw: object) -> dict[str, object]:
@@ -18,9 +19,21 @@ def _values(**kw: object) -> dict[str, object]:
     return values
 
 
-def test_bimanual_yaml_lists_every_parameter() -> None:
+def test_declared_defaults_are_those_of_defaults_yaml() -> None:
+    params = yaml.safe_load((CONFIG_DIR / "defaults.yaml").read_text())["/**"]["ros__parameters"]
+    assert {name: default for name, (default, _) in PARAMETERS.items()} == params
+
+
+def test_defaults_yaml_missing_a_parameter_is_refused(tmp_path: Path) -> None:
+    text = (CONFIG_DIR / "defaults.yaml").read_text().replace("    max_state_age:", "    max_state_agee:")
+    (tmp_path / "defaults.yaml").write_text(text)
+    with pytest.raises(ParameterError, match="max_state_age"):
+        load_defaults(tmp_path / "defaults.yaml")
+
+
+def test_bimanual_yaml_overrides_only_known_parameters() -> None:
     params = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
-    assert set(params) == set(PARAMETERS)
+    assert set(params) <= set(PARAMETERS)
 
 
 def test_bimanual_yaml_builds_settings_with_a_checkpoint() -> None:
@@ -76,3 +89,14 @@ def test_unknown_output_mode_is_refused() -> None:
 def test_image_size_needs_both_dims() -> None:
     with pytest.raises(ParameterError, match="image_height and image_width"):
         build_settings(_values(image_height=64))
+
+
+def test_backend_order_is_backend_then_fallbacks_without_repeats() -> None:
+    fallback = ["onnxruntime", "tensorrt", "torch"]
+    settings = build_settings(_values(backend="tensorrt", backend_fallback=fallback))
+    assert settings.backend_order == ("tensorrt", "onnxruntime", "torch")
+
+
+def test_unknown_fallback_backend_is_refused() -> None:
+    with pytest.raises(ParameterError, match="backend_fallback"):
+        validate_one("backend_fallback", ["onnx"])

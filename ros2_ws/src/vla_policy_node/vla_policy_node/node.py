@@ -51,22 +51,24 @@ RUNNING = PolicyStatus.RUNNING
 HOLDING = PolicyStatus.HOLDING
 FAULT = PolicyStatus.FAULT
 STATE_NAMES = {
-    UNCONFIGURED: "UNCONFIGURED", READY: "READY", RUNNING: "RUNNING", HOLDING: "HOLDING", FAULT: "FAULT"
+    UNCONFIGURED: "UNCONFIGURED",
+    READY: "READY",
+    RUNNING: "RUNNING",
+    HOLDING: "HOLDING",
+    FAULT: "FAULT",
 }
 
 
 def load_policy(settings: NodeSettings) -> Any:
-    """The policy for ``settings.backend`` (PyTorch here; export backends plug in through the core)."""
+    """The policy, with the first prefix backend of ``settings.backend_order`` that loads."""
     import torch
     from vla_policy.policy import VLAPolicy
 
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    if settings.backend != "pytorch":
-        raise RuntimeError(
-            f"backend '{settings.backend}' is not available in this node yet; use backend:=pytorch"
-        )
-    return VLAPolicy.from_checkpoint(settings.checkpoint, device=settings.device)
+    policy = VLAPolicy.from_checkpoint(settings.checkpoint, device=settings.device)
+    policy.use_prefix_backend(settings.backend_order, settings.onnx_dir or None, settings.engine_dir or None)
+    return policy
 
 
 class VLAPolicyNode(LifecycleNode):
@@ -125,9 +127,7 @@ class VLAPolicyNode(LifecycleNode):
     def _set_state(self, state: int, reason: str) -> None:
         if state != self._state or reason != self._reason:
             if state in (HOLDING, FAULT) and (state != self._state or reason != self._reason):
-                self.get_logger().warning(
-                    f"{STATE_NAMES[state]}: {reason[:500]}", throttle_duration_sec=1.0
-                )
+                self.get_logger().warning(f"{STATE_NAMES[state]}: {reason[:500]}", throttle_duration_sec=1.0)
             elif state != self._state:
                 self.get_logger().info(f"{STATE_NAMES[state]}: {reason[:500]}")
         self._state = state
@@ -186,7 +186,13 @@ class VLAPolicyNode(LifecycleNode):
         self.get_logger().info(
             f"configured {policy.name}: {len(settings.cameras)} cameras, {settings.joints.state_dim} joints, "
             f"control {rate:.1f} Hz, dt {dt:.3f} s, horizon {policy.config.action_horizon}, "
-            f"blending {sched_cfg.blending}, output {settings.output_mode}; warm-up {warmup:.3f} s"
+            f"blending {sched_cfg.blending}, output {settings.output_mode}; warm-up {warmup:.3f} s; "
+            f"prefix backend {policy.prefix_backend.name}"
+            + (
+                f" (skipped {'; '.join(policy.prefix_backend.skipped)})"
+                if policy.prefix_backend.skipped
+                else ""
+            )
         )
         self._set_state(READY, f"configured ({policy.name}); warm-up inference {warmup:.3f} s")
         return TransitionCallbackReturn.SUCCESS
@@ -227,7 +233,10 @@ class VLAPolicyNode(LifecycleNode):
             )
         self._subs.append(
             self.create_subscription(
-                JointState, s.joint_states_topic, self._on_joint_state, qos_profile_sensor_data,
+                JointState,
+                s.joint_states_topic,
+                self._on_joint_state,
+                qos_profile_sensor_data,
                 callback_group=self._sensor_group,
             )
         )
@@ -569,8 +578,13 @@ class VLAPolicyNode(LifecycleNode):
                 traj = self._safe_trajectory(done)
         self._pubs["chunk"].publish(
             conv.action_chunk_msg(
-                chunk_id=switch.chunk_id, policy=policy.name, obs_stamp=obs.stamp, dt=result.dt,
-                latency=wall_latency, groups=s.joints, actions=result.actions,
+                chunk_id=switch.chunk_id,
+                policy=policy.name,
+                obs_stamp=obs.stamp,
+                dt=result.dt,
+                latency=wall_latency,
+                groups=s.joints,
+                actions=result.actions,
             )
         )
         if traj is not None:
@@ -700,9 +714,7 @@ class VLAPolicyNode(LifecycleNode):
             ctrl_level = 1
         statuses = [
             conv.diagnostic_status(f"{name}: control", ctrl_level, self._reason[:200], control),
-            conv.diagnostic_status(
-                f"{name}: inference", 2 if state == FAULT else 0, "inference", inference
-            ),
+            conv.diagnostic_status(f"{name}: inference", 2 if state == FAULT else 0, "inference", inference),
             conv.diagnostic_status(
                 f"{name}: inputs", 1 if self._msg_errors or state == HOLDING else 0, "inputs", inputs
             ),

@@ -10,15 +10,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import yaml
 from vla_policy.chunk_scheduler import BLENDING_MODES, ChunkSchedulerConfig
 from vla_policy.joint_groups import GROUP_NAMES, JointGroups
 from vla_policy.observation_buffer import ObservationBufferConfig
 from vla_policy.safety_filter import SafetyFilterConfig
 from vla_policy.strict_config import ConfigError
 
-BACKENDS: tuple[str, ...] = ("pytorch", "onnx", "tensorrt")
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 OUTPUT_MODES: tuple[str, ...] = ("trajectory", "forward")
 FORWARD_HOLD_MODES: tuple[str, ...] = ("repeat", "stop")
 CAMERA_TYPES: tuple[str, ...] = ("Image", "CompressedImage")
@@ -27,64 +29,88 @@ CONTROL_LOOPS: tuple[str, ...] = ("thread", "timer")
 ALOHA_LEFT = tuple(f"left_joint_{i}" for i in range(6))
 ALOHA_RIGHT = tuple(f"right_joint_{i}" for i in range(6))
 
-# name -> (default, description). The type is the default's type (lists: typed by their elements).
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "checkpoint": ("", "checkpoint directory (required; `vla-policy init` makes a random one for demos)"),
-    "backend": ("pytorch", "prefix backend: pytorch | onnx | tensorrt"),
-    "device": ("cpu", "torch device of the model"),
-    "torch_threads": (0, "torch intra-op threads for inference (0 = torch default)"),
-    "autostart": (False, "configure and activate at start"),
-    "seed": (-1, "noise seed per chunk (-1 = random)"),
-    "warmup_runs": (1, "inference runs at configure before control starts"),
-    "control_rate_hz": (0.0, "control loop rate; 0 = 1 / dt of the checkpoint"),
+# name -> description. Defaults live in config/defaults.yaml (the package's parameter file).
+DESCRIPTIONS: dict[str, str] = {
+    "checkpoint": "checkpoint directory (required; `vla-policy init` makes a random one for demos)",
+    "backend": "prefix backend tried first: torch | onnxruntime | tensorrt",
+    "backend_fallback": (
+        "prefix backends tried next, in order, when `backend` cannot load (choice and reasons are logged)"
+    ),
+    "onnx_dir": "ONNX export directory (`vla-export onnx`), for onnxruntime and tensorrt",
+    "engine_dir": "TensorRT engine directory (`vla-export tensorrt`)",
+    "device": "torch device of the model",
+    "torch_threads": "torch intra-op threads for inference (0 = torch default)",
+    "autostart": "configure and activate at start",
+    "seed": "noise seed per chunk (-1 = random)",
+    "warmup_runs": "inference runs at configure before control starts",
+    "control_rate_hz": "control loop rate; 0 = 1 / dt of the checkpoint",
     "control_loop": (
-        "thread",
-        "thread: own thread sleeping to absolute deadlines on the node clock | timer: rclpy timer",
+        "thread: own thread sleeping to absolute deadlines on the node clock | timer: rclpy timer"
     ),
-    "output_mode": (
-        "trajectory",
-        "trajectory (JointTrajectory per chunk) | forward (Float64MultiArray per tick)",
-    ),
-    "forward_hold": ("repeat", "forward mode while holding: repeat the last safe command | stop publishing"),
-    "blending": ("none", "chunk blending: none | temporal_ensemble | rtc"),
-    "refill_threshold": (0.5, "request a chunk when fewer actions remain: < 1 fraction, >= 1 count"),
-    "ensemble_m": (0.01, "temporal ensemble weight exp(-m * k), k = 0 the oldest chunk"),
-    "rtc_overlap_steps": (0, "RTC guided steps after the frozen ones (0 = all of the overlap)"),
-    "rtc_max_guidance_weight": (5.0, "RTC guidance weight clip"),
-    "cameras.names": (["head", "left_wrist", "right_wrist"], "camera names (as the checkpoint names them)"),
-    "cameras.topics": (
-        ["/cameras/head/image_raw", "/cameras/left_wrist/image_raw", "/cameras/right_wrist/image_raw"],
-        "camera topics, one per name",
-    ),
-    "cameras.types": (["Image", "Image", "Image"], "Image | CompressedImage, one per name"),
-    "image_height": (0, "expected image height (0 = any)"),
-    "image_width": (0, "expected image width (0 = any)"),
-    "joint_states_topic": ("/joint_states", "sensor_msgs/JointState topic"),
-    "instruction_topic": ("/instruction", "std_msgs/String topic (reliable, transient local)"),
-    "default_instruction": ("", "instruction used until one arrives (empty = wait for one)"),
-    "max_instruction_length": (1000, "longest accepted instruction, characters"),
-    "joints.left_arm": (list(ALOHA_LEFT), "left arm joint names (<= 7), head dims 0..6"),
-    "joints.right_arm": (list(ALOHA_RIGHT), "right arm joint names (<= 7), head dims 7..13"),
-    "joints.claw": (["left_gripper", "right_gripper"], "claw joint names (<= 2), head dims 14..15"),
-    "controllers.left_arm": ("left_arm_controller", "controller namespace of the left arm"),
-    "controllers.right_arm": ("right_arm_controller", "controller namespace of the right arm"),
-    "controllers.claw": ("claw_controller", "controller namespace of the claw"),
-    "limits.position_lower": ([-3.14], "lower position limit per joint (one value = all joints)"),
-    "limits.position_upper": ([3.14], "upper position limit per joint (one value = all joints)"),
-    "limits.max_step": ([0.05], "max change per control tick per joint (one value = all joints)"),
-    "max_image_age": (0.5, "seconds before an image is stale"),
-    "max_state_age": (0.25, "seconds before the joint state is stale"),
-    "max_camera_skew": (0.2, "max seconds between camera stamps"),
-    "status_rate_hz": (5.0, "rate of ~/status"),
-    "diagnostics_rate_hz": (1.0, "rate of /diagnostics"),
-    "deadline_factor": (1.5, "a control tick later than this many periods after the previous one is a miss"),
-    "retry_backoff_initial": (0.5, "seconds before retrying after an inference exception"),
-    "retry_backoff_max": (10.0, "longest retry backoff, seconds"),
+    "output_mode": "trajectory (JointTrajectory per chunk) | forward (Float64MultiArray per tick)",
+    "forward_hold": "forward mode while holding: repeat the last safe command | stop publishing",
+    "blending": "chunk blending: none | temporal_ensemble | rtc",
+    "refill_threshold": "request a chunk when fewer actions remain: < 1 fraction, >= 1 count",
+    "ensemble_m": "temporal ensemble weight exp(-m * k), k = 0 the oldest chunk",
+    "rtc_overlap_steps": "RTC guided steps after the frozen ones (0 = all of the overlap)",
+    "rtc_max_guidance_weight": "RTC guidance weight clip",
+    "cameras.names": "camera names (as the checkpoint names them)",
+    "cameras.topics": "camera topics, one per name",
+    "cameras.types": "Image | CompressedImage, one per name",
+    "image_height": "expected image height (0 = any)",
+    "image_width": "expected image width (0 = any)",
+    "joint_states_topic": "sensor_msgs/JointState topic",
+    "instruction_topic": "std_msgs/String topic (reliable, transient local)",
+    "default_instruction": "instruction used until one arrives (empty = wait for one)",
+    "max_instruction_length": "longest accepted instruction, characters",
+    "joints.left_arm": "left arm joint names (<= 7), head dims 0..6",
+    "joints.right_arm": "right arm joint names (<= 7), head dims 7..13",
+    "joints.claw": "claw joint names (<= 2), head dims 14..15",
+    "controllers.left_arm": "controller namespace of the left arm",
+    "controllers.right_arm": "controller namespace of the right arm",
+    "controllers.claw": "controller namespace of the claw",
+    "limits.position_lower": "lower position limit per joint (one value = all joints)",
+    "limits.position_upper": "upper position limit per joint (one value = all joints)",
+    "limits.max_step": "max change per control tick per joint (one value = all joints)",
+    "max_image_age": "seconds before an image is stale",
+    "max_state_age": "seconds before the joint state is stale",
+    "max_camera_skew": "max seconds between camera stamps",
+    "status_rate_hz": "rate of ~/status",
+    "diagnostics_rate_hz": "rate of /diagnostics",
+    "deadline_factor": "a control tick later than this many periods after the previous one is a miss",
+    "retry_backoff_initial": "seconds before retrying after an inference exception",
+    "retry_backoff_max": "longest retry backoff, seconds",
 }
+
+
+def package_config_dir() -> Path:
+    """The package's ``config/``: beside the sources (editable, symlink installs), else the install's share."""
+    source = Path(__file__).resolve().parent.parent / "config"
+    if (source / "defaults.yaml").is_file():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("vla_policy_node")) / "config"
+
+
+def load_defaults(path: Path | None = None) -> dict[str, Any]:
+    """Parameter defaults from ``config/defaults.yaml``; every described parameter must be there."""
+    path = path or package_config_dir() / "defaults.yaml"
+    values = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
+    missing, unknown = set(DESCRIPTIONS) - set(values), set(values) - set(DESCRIPTIONS)
+    if missing or unknown:
+        raise ParameterError(f"{path}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    return values
 
 
 class ParameterError(ValueError):
     """A parameter value is invalid; the message names it and says why."""
+
+
+# name -> (default, description). The type is the default's type (lists: typed by their elements).
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    name: (value, DESCRIPTIONS[name]) for name, value in load_defaults().items()
+}
 
 
 @dataclass(frozen=True)
@@ -97,7 +123,9 @@ class CameraSpec:
 @dataclass(frozen=True)
 class NodeSettings:
     checkpoint: str
-    backend: str
+    backend_order: tuple[str, ...]  # backend first, then the fallbacks, without repeats
+    onnx_dir: str
+    engine_dir: str
     device: str
     torch_threads: int
     autostart: bool
@@ -140,19 +168,36 @@ def validate_one(name: str, value: Any, *, at_runtime: bool = False) -> None:
     """Check one parameter value on its own; ``ParameterError`` with the reason."""
     if name == "control_rate_hz":
         _positive(name, value, allow_zero=not at_runtime)
-    elif name in ("status_rate_hz", "diagnostics_rate_hz", "max_image_age", "max_state_age",
-                  "max_camera_skew", "retry_backoff_initial", "retry_backoff_max"):
+    elif name in (
+        "status_rate_hz",
+        "diagnostics_rate_hz",
+        "max_image_age",
+        "max_state_age",
+        "max_camera_skew",
+        "retry_backoff_initial",
+        "retry_backoff_max",
+    ):
         _positive(name, value)
     elif name == "deadline_factor":
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 1.0):
             raise ParameterError(f"deadline_factor must be > 1, got {value!r}")
     elif name in ("refill_threshold", "max_instruction_length"):
         _positive(name, value)
-    elif name in ("ensemble_m", "rtc_overlap_steps", "rtc_max_guidance_weight", "image_height", "image_width",
-                  "torch_threads", "warmup_runs"):
+    elif name in (
+        "ensemble_m",
+        "rtc_overlap_steps",
+        "rtc_max_guidance_weight",
+        "image_height",
+        "image_width",
+        "torch_threads",
+        "warmup_runs",
+    ):
         _positive(name, value, allow_zero=True)
     elif name == "backend":
         _choice(name, value, BACKENDS)
+    elif name == "backend_fallback":
+        for v in value:
+            _choice(name, v, BACKENDS)
     elif name == "control_loop":
         _choice(name, value, CONTROL_LOOPS)
     elif name == "output_mode":
@@ -222,7 +267,9 @@ def build_settings(values: Mapping[str, Any]) -> NodeSettings:
         raise ParameterError("retry_backoff_max must be >= retry_backoff_initial")
     return NodeSettings(
         checkpoint=str(v["checkpoint"]),
-        backend=v["backend"],
+        backend_order=tuple(dict.fromkeys([v["backend"], *v["backend_fallback"]])),
+        onnx_dir=str(v["onnx_dir"]),
+        engine_dir=str(v["engine_dir"]),
         device=v["device"],
         torch_threads=int(v["torch_threads"]),
         autostart=bool(v["autostart"]),
