@@ -84,7 +84,7 @@ DESCRIPTIONS: dict[str, str] = {
 
 
 def package_config_dir() -> Path:
-    """The package's ``config/``: beside the sources (editable, symlink installs), else the install's share."""
+    """The package's ``config/``: beside the sources (editable, symlink installs), else share/."""
     source = Path(__file__).resolve().parent.parent / "config"
     if (source / "defaults.yaml").is_file():
         return source
