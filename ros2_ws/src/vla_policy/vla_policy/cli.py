@@ -266,7 +266,9 @@ def run_bench(policy: Any, reps: int, warmup: int = 2, seed: int = 0) -> dict[st
             for use_cache in order:
                 t0 = policy.clock()
                 p = prefix
-                if use_cache:
+                if use_cache and getattr(expert, "uses_layer_kv", False):  # per-LLM-layer K/V once
+                    p = expert.prepare_prefix(prefix.features, prefix.attention_mask)
+                elif use_cache:
                     p = type(prefix)(
                         prefix.features,
                         prefix.attention_mask,
@@ -300,6 +302,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError(f"--reps must be >= 1, got {args.reps}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.expert_cache_bench:  # one run, every expert: K/V cache vs recomputing the prefix each step
+        from vla_policy.expert_cache_bench import expert_cache_bench, format_expert_cache_bench
+
+        data = expert_cache_bench(args.expert_cache_bench.split(","), args.reps, args.warmup, args.seed)
+        _emit(args, data, format_expert_cache_bench)
+        return 0
     policy = _load_policy(args)
     data = run_bench(policy, args.reps, args.warmup, args.seed)
 
@@ -326,6 +334,14 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument(
+        "--expert-cache-bench",
+        nargs="?",
+        const="tiny,pi0-tiny,alpamayo-tiny",
+        default="",
+        metavar="PRESETS",
+        help="K/V-cache speed-up for each preset's expert in one run (default: tiny,pi0-tiny,alpamayo-tiny)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
