@@ -1,0 +1,65 @@
+"""The node runs unchanged with every action expert and with the ONNX Runtime prefix backend.
+
+One node process per case: the expert comes from the checkpoint's config, the backend from parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ros_harness
+from node_harness import GROUP_JOINTS, Harness, node_params, write_params_file
+
+from conftest import start_node
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+RUNNING = 2
+
+
+def _checkpoint(preset: str, out: Path) -> Path:
+    from vla_policy.policy import VLAPolicy
+    from vla_policy.presets import get_preset
+
+    VLAPolicy(get_preset(preset), seed=0).save(out, random_init=True)
+    return out
+
+
+def _run_node_until_commands(params: dict, env: dict[str, str], tmp: Path) -> tuple[Harness, str]:
+    """Start the node, feed it, wait for a chunk and commands of every group; returns harness and log."""
+    proc = start_node(write_params_file(tmp / "params.yaml", params), env, tmp / "node.log")
+    harness = Harness()
+    try:
+        harness.publish_instruction("pick up the cube")
+        running = harness.wait_status(lambda s: s.state == RUNNING and s.last_chunk_id > 0, timeout=120.0)
+        assert running is not None, ros_harness.output(proc)[-4000:]
+        assert harness.wait_for(lambda: all(len(harness.commands[g]) >= 3 for g in GROUP_JOINTS), 60.0)
+        assert not harness.violations, harness.violations[:10]
+        assert proc.poll() is None
+    finally:
+        harness.close()
+        code = ros_harness.stop(proc)
+    assert code == 0, ros_harness.output(proc)[-3000:]
+    return harness, ros_harness.output(proc)
+
+
+@pytest.mark.parametrize("preset", ["pi0-tiny", "alpamayo-tiny"])
+def test_node_runs_each_action_expert(preset: str, module_ros_env: dict[str, str], tmp_path: Path) -> None:
+    checkpoint = _checkpoint(preset, tmp_path / preset)
+    params = node_params(checkpoint, output_mode="forward")
+    _, log = _run_node_until_commands(params, module_ros_env, tmp_path)
+    assert f"configured {preset}@" in log
+
+
+def test_node_runs_the_onnxruntime_prefix_backend(
+    tiny_checkpoint: Path, module_ros_env: dict[str, str], tmp_path: Path
+) -> None:
+    from vla_export.onnx_export import export_prefix
+
+    export_prefix(tiny_checkpoint, tmp_path / "onnx")
+    params = node_params(
+        tiny_checkpoint, output_mode="forward", backend="onnxruntime", onnx_dir=str(tmp_path / "onnx")
+    )
+    _, log = _run_node_until_commands(params, module_ros_env, tmp_path)
+    assert "prefix backend onnxruntime" in log
