@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vla_policy.latency_stats import summarize
 
 LOG = logging.getLogger("bench_control")
 CAMERAS = ("head", "left_wrist", "right_wrist")
@@ -30,12 +31,12 @@ def _stats(intervals: list[float], period: float, factor: float = 1.5) -> dict[s
     arr = np.asarray(intervals, dtype=np.float64)
     if arr.size == 0:
         return {"ticks": 0}
-    jitter = np.abs(arr - period) * 1e3
+    jitter = summarize(np.abs(arr - period))
     return {
         "ticks": int(arr.size),
-        "jitter_p50_ms": float(np.percentile(jitter, 50)),
-        "jitter_p99_ms": float(np.percentile(jitter, 99)),
-        "jitter_max_ms": float(jitter.max()),
+        "jitter_p50_ms": jitter.median * 1e3,
+        "jitter_p99_ms": jitter.p99 * 1e3,
+        "jitter_max_ms": jitter.max * 1e3,
         "deadline_misses": int(np.count_nonzero(arr > factor * period)),
     }
 
@@ -150,7 +151,7 @@ def run(
         "baseline": _stats(base_intervals, period),
         "chunks": int(chunks),
         "inference_busy_fraction": float(lat.sum() / duration) if lat.size else 0.0,
-        "inference_latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else float("nan"),
+        "inference_latency_p50_ms": summarize(lat).median * 1e3,
         "final_state": int(state),
     }
     c, b = result["control"], result["baseline"]

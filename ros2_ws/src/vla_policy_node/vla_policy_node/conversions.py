@@ -15,6 +15,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_msgs.msg import ActionChunk, PolicyStatus
 from vla_policy.image_codec import decode_compressed, decode_raw
 from vla_policy.joint_groups import JointGroups
+from vla_policy.latency_stats import summarize
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -136,11 +137,9 @@ def status_msg(
     msg.last_chunk_id = int(last_chunk_id)
     msg.observation_age = float(observation_age) if math.isfinite(observation_age) else -1.0
     if len(latencies):
-        lat = np.asarray(latencies, dtype=np.float64)
-        msg.latency_mean = float(lat.mean())
-        msg.latency_p50 = float(np.percentile(lat, 50))
-        msg.latency_p99 = float(np.percentile(lat, 99))
-        msg.latency_max = float(lat.max())
+        summary = summarize(latencies)
+        msg.latency_mean, msg.latency_p50 = summary.mean, summary.median
+        msg.latency_p99, msg.latency_max = summary.p99, summary.max
     msg.deadline_misses = int(deadline_misses)
     msg.inference_overruns = int(inference_overruns)
     msg.reason = reason

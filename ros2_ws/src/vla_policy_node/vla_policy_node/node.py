@@ -30,6 +30,7 @@ from vla_msgs.msg import ActionChunk, PolicyStatus
 from vla_policy.chunk_scheduler import ChunkScheduler
 from vla_policy.image_codec import ImageDecodeError
 from vla_policy.joint_groups import JointMappingError
+from vla_policy.latency_stats import summarize
 from vla_policy.observation_buffer import InstructionRejected, ObservationBuffer, ObservationNotReady
 from vla_policy.safety_filter import SafetyFilter
 from vla_policy.strict_config import replace
@@ -674,25 +675,25 @@ class VLAPolicyNode(LifecycleNode):
                 "deadline_misses": self._deadline_misses,
             }
             if intervals.size:
-                jitter = np.abs(intervals - self._period)
+                jitter = summarize(np.abs(intervals - self._period))
                 control.update(
                     rate_hz=1.0 / max(float(intervals.mean()), 1e-9),
-                    jitter_p50_ms=float(np.percentile(jitter, 50) * 1e3),
-                    jitter_p99_ms=float(np.percentile(jitter, 99) * 1e3),
-                    jitter_max_ms=float(jitter.max() * 1e3),
+                    jitter_p50_ms=jitter.median * 1e3,
+                    jitter_p99_ms=jitter.p99 * 1e3,
+                    jitter_max_ms=jitter.max * 1e3,
                 )
-            lat = np.asarray(self._latencies, dtype=np.float64)
             inference: dict[str, Any] = {
                 "warmup_s": self._warmup_time,
                 "errors": self._inference_errors,
                 "last_chunk_id": self._chunk_id,
             }
-            if lat.size:
+            if self._latencies:
+                lat = summarize(list(self._latencies))
                 inference.update(
-                    latency_mean_s=float(lat.mean()),
-                    latency_p50_s=float(np.percentile(lat, 50)),
-                    latency_p99_s=float(np.percentile(lat, 99)),
-                    latency_max_s=float(lat.max()),
+                    latency_mean_s=lat.mean,
+                    latency_p50_s=lat.median,
+                    latency_p99_s=lat.p99,
+                    latency_max_s=lat.max,
                 )
             if sched is not None:
                 inference.update(sched.stats())
