@@ -55,8 +55,14 @@ def test_report_is_deterministic(bag, checkpoint, tmp_path, blending):
 def test_report_files_and_metrics(bag, checkpoint, tmp_path):
     res = _eval(bag, checkpoint, tmp_path / "r", blending="temporal_ensemble")
     names = {p.name for p in (tmp_path / "r").iterdir()}
-    assert {"report.json", "report.md", "report_timing.json", "latency_histogram.png",
-            "predicted_vs_recorded_left_arm.png", "predicted_vs_recorded_claw.png"} <= names
+    assert {
+        "report.json",
+        "report.md",
+        "report_timing.json",
+        "latency_histogram.png",
+        "predicted_vs_recorded_left_arm.png",
+        "predicted_vs_recorded_claw.png",
+    } <= names
     s = res.report["scores"]
     assert set(s["error"]["per_group"]) == {"left_arm", "right_arm", "claw"}
     assert len(s["error"]["per_joint"]) == 14
@@ -105,9 +111,20 @@ def test_cli_bad_bag_one_line(checkpoint, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "report.json").write_text("{}")  # a stale report must not survive a failure
     proc = subprocess.run(
-        [sys.executable, "-m", "vla_policy.offline_eval", "--bag", str(bad), "--checkpoint", str(checkpoint),
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "vla_policy.offline_eval",
+            "--bag",
+            str(bad),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0, proc.stderr

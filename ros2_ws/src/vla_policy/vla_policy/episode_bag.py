@@ -6,7 +6,8 @@ An episode bag holds:
   by default),
 - ``/joint_states`` (``sensor_msgs/msg/JointState``),
 - ``/instruction`` (``std_msgs/msg/String``),
-- the commanded actions, the ground truth: ``<group>_controller/commands`` (``std_msgs/msg/Float64MultiArray``,
+- the commanded actions, the ground truth: ``<group>_controller/commands``
+  (``std_msgs/msg/Float64MultiArray``,
   the group's joints in config order) and/or ``<group>_controller/joint_trajectory``
   (``trajectory_msgs/msg/JointTrajectory``),
 - optionally ``/clock`` (``rosgraph_msgs/msg/Clock``).
@@ -362,8 +363,13 @@ class MessageFactory:
         arr = np.ascontiguousarray(rgb if encoding == "rgb8" else rgb[..., ::-1])
         h, w = arr.shape[:2]
         return self._t(IMAGE_TYPE)(
-            header=self.header(t, frame_id), height=h, width=w, encoding=encoding, is_bigendian=0,
-            step=w * 3, data=arr.reshape(-1),
+            header=self.header(t, frame_id),
+            height=h,
+            width=w,
+            encoding=encoding,
+            is_bigendian=0,
+            step=w * 3,
+            data=arr.reshape(-1),
         )
 
     def compressed_image(self, rgb: np.ndarray, t: float, frame_id: str = "", fmt: str = "jpeg") -> Any:
@@ -372,12 +378,16 @@ class MessageFactory:
         data = np.frombuffer(encode_compressed(rgb, fmt), dtype=np.uint8)
         return self._t(COMPRESSED_IMAGE_TYPE)(header=self.header(t, frame_id), format=fmt, data=data)
 
-    def joint_state(self, names: Sequence[str], positions: np.ndarray, t: float,
-                    velocities: np.ndarray | None = None) -> Any:
+    def joint_state(
+        self, names: Sequence[str], positions: np.ndarray, t: float, velocities: np.ndarray | None = None
+    ) -> Any:
         vel = np.zeros(0) if velocities is None else np.asarray(velocities, dtype=np.float64)
         return self._t(JOINT_STATE_TYPE)(
-            header=self.header(t), name=list(names), position=np.asarray(positions, dtype=np.float64),
-            velocity=vel, effort=np.zeros(0, dtype=np.float64),
+            header=self.header(t),
+            name=list(names),
+            position=np.asarray(positions, dtype=np.float64),
+            velocity=vel,
+            effort=np.zeros(0, dtype=np.float64),
         )
 
     def string(self, text: str) -> Any:
@@ -387,13 +397,19 @@ class MessageFactory:
         layout = self._t("std_msgs/msg/MultiArrayLayout")(dim=[], data_offset=0)
         return self._t(FLOAT_ARRAY_TYPE)(layout=layout, data=np.asarray(values, dtype=np.float64))
 
-    def trajectory(self, names: Sequence[str], positions: np.ndarray, times: Sequence[float],
-                   t: float) -> Any:
+    def trajectory(
+        self, names: Sequence[str], positions: np.ndarray, times: Sequence[float], t: float
+    ) -> Any:
         point_t = self._t("trajectory_msgs/msg/JointTrajectoryPoint")
         empty = np.zeros(0, dtype=np.float64)
         points = [
-            point_t(positions=np.asarray(p, dtype=np.float64), velocities=empty, accelerations=empty,
-                    effort=empty, time_from_start=self.duration(tt))
+            point_t(
+                positions=np.asarray(p, dtype=np.float64),
+                velocities=empty,
+                accelerations=empty,
+                effort=empty,
+                time_from_start=self.duration(tt),
+            )
             for p, tt in zip(positions, times, strict=True)
         ]
         return self._t(TRAJECTORY_TYPE)(header=self.header(t), joint_names=list(names), points=points)
@@ -530,7 +546,10 @@ class EpisodeBagReader:
                 )
 
     def messages(
-        self, topics: Iterable[str] | None = None, decode: bool = True, start: int | None = None,
+        self,
+        topics: Iterable[str] | None = None,
+        decode: bool = True,
+        start: int | None = None,
         stop: int | None = None,
     ) -> Iterator[BagMessage]:
         """Messages in log-time order, optionally only ``topics`` and within [start, stop) nanoseconds."""
@@ -598,8 +617,14 @@ def image_from_msg(msg: Any, msgtype: str, expected_size: tuple[int, int] | None
 
     if msgtype == COMPRESSED_IMAGE_TYPE:
         return decode_compressed(msg.format, np.asarray(msg.data, dtype=np.uint8), expected_size)
-    return decode_raw(msg.encoding, int(msg.height), int(msg.width), int(msg.step),
-                      np.asarray(msg.data, dtype=np.uint8), expected_size)
+    return decode_raw(
+        msg.encoding,
+        int(msg.height),
+        int(msg.width),
+        int(msg.step),
+        np.asarray(msg.data, dtype=np.uint8),
+        expected_size,
+    )
 
 
 def check_joint_names(names: Sequence[str], joints: JointGroups, where: str) -> None:

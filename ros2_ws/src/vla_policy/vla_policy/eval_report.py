@@ -149,7 +149,12 @@ def score_series(
 
     def step_stats(mask: np.ndarray, arr: np.ndarray) -> dict[str, float]:
         if not mask.any():
-            return {"count": 0, "mean_max_abs": float("nan"), "max_abs": float("nan"), "mean_l2": float("nan")}
+            return {
+                "count": 0,
+                "mean_max_abs": float("nan"),
+                "max_abs": float("nan"),
+                "mean_l2": float("nan"),
+            }
         s = arr[mask]
         return {
             "count": int(mask.sum()),
@@ -185,11 +190,11 @@ def score_series(
         }
 
     return {
-        "ticks": int(len(times)),
+        "ticks": len(times),
         "scored_ticks": int(both.sum()),
         "held_ticks": int((~valid_pred).sum()),
         "coverage": float(both.sum() / max(1, np.all(np.isfinite(gt), axis=1).sum())),
-        "chunks_seen": int(len({int(x) for x in ids[valid_pred] if x > 0})),
+        "chunks_seen": len({int(x) for x in ids[valid_pred] if x > 0}),
         "error": {"overall": overall, "per_group": per_group, "per_joint": per_joint},
         "error_normalized": normalized,
         "discontinuity": discontinuity,
@@ -239,8 +244,12 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     d = s["discontinuity"]
     rows.append(("boundary jump (mean max |da|)", _fmt(d["boundaries"]["mean_max_abs"])))
     rows.append(("within-chunk step (mean max |da|)", _fmt(d["within_chunk"]["mean_max_abs"])))
-    rows.append(("jerk mean |j| pred / rec", f"{_fmt(s['jerk']['predicted']['mean_abs'])} / "
-                 f"{_fmt(s['jerk']['recorded']['mean_abs'])}"))
+    rows.append(
+        (
+            "jerk mean |j| pred / rec",
+            f"{_fmt(s['jerk']['predicted']['mean_abs'])} / {_fmt(s['jerk']['recorded']['mean_abs'])}",
+        )
+    )
     lat = report.get("latency", {})
     if lat:
         rows.append(("latency (report.json)", f"{lat.get('mode')}: {_fmt(lat.get('p50_s'))} s p50"))
@@ -251,8 +260,13 @@ def summary_table(report: Mapping[str, Any], timing: Mapping[str, Any] | None = 
     rows = summary_rows(report)
     if timing and timing.get("inference_wall", {}).get("count"):
         w = timing["inference_wall"]
-        rows.append(("measured inference (wall)", f"p50 {w['p50_s'] * 1e3:.1f} ms, p99 {w['p99_s'] * 1e3:.1f} ms, "
-                     f"max {w['max_s'] * 1e3:.1f} ms (n={w['count']})"))
+        rows.append(
+            (
+                "measured inference (wall)",
+                f"p50 {w['p50_s'] * 1e3:.1f} ms, p99 {w['p99_s'] * 1e3:.1f} ms, "
+                f"max {w['max_s'] * 1e3:.1f} ms (n={w['count']})",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
@@ -271,8 +285,11 @@ def _markdown(report: Mapping[str, Any], timing: Mapping[str, Any] | None, plots
         lines.append(f"| {j} | {_fmt(st['mae'])} | {_fmt(st['rmse'])} | {_fmt(norm.get(j, {}).get('mae'))} |")
     d = s["discontinuity"]
     lines += [
-        "", "## Smoothness", "",
-        f"- chunk boundaries: {d['boundaries']['count']}, mean max |Δa| {_fmt(d['boundaries']['mean_max_abs'])}, "
+        "",
+        "## Smoothness",
+        "",
+        f"- chunk boundaries: {d['boundaries']['count']}, "
+        f"mean max |Δa| {_fmt(d['boundaries']['mean_max_abs'])}, "
         f"max {_fmt(d['boundaries']['max_abs'])}",
         f"- within a chunk: mean max |Δa| {_fmt(d['within_chunk']['mean_max_abs'])}; "
         f"boundary / within (L2): {_fmt(d['boundary_to_within_l2_ratio'])}",
@@ -286,8 +303,9 @@ def _markdown(report: Mapping[str, Any], timing: Mapping[str, Any] | None, plots
         w = timing.get("inference_wall", {})
         if w.get("count"):
             lines.append(
-                f"- measured wall clock (report_timing.json, not deterministic): p50 {w['p50_s'] * 1e3:.2f} ms, "
-                f"p90 {w['p90_s'] * 1e3:.2f} ms, p99 {w['p99_s'] * 1e3:.2f} ms, max {w['max_s'] * 1e3:.2f} ms "
+                "- measured wall clock (report_timing.json, not deterministic): "
+                f"p50 {w['p50_s'] * 1e3:.2f} ms, p90 {w['p90_s'] * 1e3:.2f} ms, "
+                f"p99 {w['p99_s'] * 1e3:.2f} ms, max {w['max_s'] * 1e3:.2f} ms "
                 f"over {w['count']} chunks"
             )
     if plots:
@@ -308,7 +326,9 @@ def plot_series(
     t = np.asarray(times) - (times[0] if len(times) else 0.0)
     for g, sl in _group_slices(joints).items():
         names = joints.joint_names[sl]
-        fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.6 * len(names) + 0.6), sharex=True, squeeze=False)
+        fig, axes = plt.subplots(
+            len(names), 1, figsize=(8, 1.6 * len(names) + 0.6), sharex=True, squeeze=False
+        )
         for k, name in enumerate(names):
             ax = axes[k, 0]
             ax.plot(t, recorded[:, sl][:, k], color="black", lw=1.2, label="recorded")
@@ -335,7 +355,9 @@ def plot_latency(out: Path, wall: Sequence[float], simulated: float | None) -> s
     fig, ax = plt.subplots(figsize=(6, 3.5))
     data = np.asarray(list(wall), dtype=np.float64) * 1e3
     if data.size:
-        ax.hist(data, bins=min(40, max(5, data.size // 2)), color="tab:blue", alpha=0.8, label="measured (wall)")
+        ax.hist(
+            data, bins=min(40, max(5, data.size // 2)), color="tab:blue", alpha=0.8, label="measured (wall)"
+        )
     if simulated is not None:
         ax.axvline(simulated * 1e3, color="tab:red", ls="--", label=f"simulated {simulated * 1e3:.0f} ms")
     ax.set_xlabel("inference latency (ms)")

@@ -115,8 +115,9 @@ class GroundTruth:
         rows.append(vals[:n])
         self.sources[group] = topic
 
-    def add_trajectory(self, group: str, start: float, names: Sequence[str], points: Sequence[Any],
-                       topic: str) -> None:
+    def add_trajectory(
+        self, group: str, start: float, names: Sequence[str], points: Sequence[Any], topic: str
+    ) -> None:
         want = self.joints.group(group)
         missing = [n for n in want if n not in names]
         if missing:
@@ -172,8 +173,12 @@ def ground_truth_topics(joints: JointGroups, controllers: Mapping[str, str]) -> 
     return out
 
 
-def load_ground_truth(reader: EpisodeBagReader, joints: JointGroups, controllers: Mapping[str, str],
-                      topic_map: Mapping[str, str] | None = None) -> GroundTruth:
+def load_ground_truth(
+    reader: EpisodeBagReader,
+    joints: JointGroups,
+    controllers: Mapping[str, str],
+    topic_map: Mapping[str, str] | None = None,
+) -> GroundTruth:
     """Read the recorded commands; ``topic_map`` renames topics (replay: node output topics)."""
     gt = GroundTruth(joints)
     wanted = ground_truth_topics(joints, controllers)
@@ -194,10 +199,14 @@ def load_ground_truth(reader: EpisodeBagReader, joints: JointGroups, controllers
                 gt.add_trajectory(g, start, list(m.msg.joint_names), m.msg.points, m.topic)
     missing = gt.missing_groups()
     if missing:
-        need = [f"{command_topic(controllers.get(g, DEFAULT_CONTROLLERS[g]))} or "
-                f"{trajectory_topic(controllers.get(g, DEFAULT_CONTROLLERS[g]))}" for g in missing]
-        raise MissingTopicError(f"bag {reader.path} has no recorded commands for {', '.join(missing)}: "
-                                f"expected {'; '.join(need)}")
+        need = [
+            f"{command_topic(controllers.get(g, DEFAULT_CONTROLLERS[g]))} or "
+            f"{trajectory_topic(controllers.get(g, DEFAULT_CONTROLLERS[g]))}"
+            for g in missing
+        ]
+        raise MissingTopicError(
+            f"bag {reader.path} has no recorded commands for {', '.join(missing)}: expected {'; '.join(need)}"
+        )
     return gt
 
 
@@ -228,10 +237,22 @@ def config_from_node_params(params: Mapping[str, Any], base: EvalConfig) -> Eval
     if any(k.startswith("joints.") for k in params):
         kw["joints"] = JointGroups(**{g: tuple(params.get(f"joints.{g}", ())) for g in GROUP_NAMES})
     if any(k.startswith("controllers.") for k in params):
-        kw["controllers"] = {g: str(params.get(f"controllers.{g}", DEFAULT_CONTROLLERS[g])) for g in GROUP_NAMES}
-    for key in ("blending", "refill_threshold", "ensemble_m", "rtc_overlap_steps", "rtc_max_guidance_weight",
-                "max_image_age", "max_state_age", "max_camera_skew", "max_instruction_length",
-                "control_rate_hz", "default_instruction"):
+        kw["controllers"] = {
+            g: str(params.get(f"controllers.{g}", DEFAULT_CONTROLLERS[g])) for g in GROUP_NAMES
+        }
+    for key in (
+        "blending",
+        "refill_threshold",
+        "ensemble_m",
+        "rtc_overlap_steps",
+        "rtc_max_guidance_weight",
+        "max_image_age",
+        "max_state_age",
+        "max_camera_skew",
+        "max_instruction_length",
+        "control_rate_hz",
+        "default_instruction",
+    ):
         if key in params:
             kw[key] = params[key]
     if "seed" in params and int(params["seed"]) >= 0:
@@ -265,16 +286,19 @@ def _load_policy(checkpoint: str | Path, device: str) -> Any:
     from vla_policy.policy import VLAPolicy
 
     if not Path(checkpoint).exists():
-        raise EvalError(f"checkpoint {checkpoint} does not exist (make one with `vla-policy init --preset tiny "
-                        "--out DIR`)")
+        raise EvalError(
+            f"checkpoint {checkpoint} does not exist (make one with `vla-policy init --preset tiny "
+            "--out DIR`)"
+        )
     try:
         return VLAPolicy.from_checkpoint(checkpoint, device=device)
     except (CheckpointError, ValueError, OSError, KeyError) as exc:
         raise EvalError(f"cannot load checkpoint {checkpoint}: {one_line(exc)}") from exc
 
 
-def resolve_episode(reader: EpisodeBagReader, config: EvalConfig, model_cameras: Sequence[str]
-                    ) -> tuple[EpisodeMetadata, JointGroups, dict[str, str], dict[str, str]]:
+def resolve_episode(
+    reader: EpisodeBagReader, config: EvalConfig, model_cameras: Sequence[str]
+) -> tuple[EpisodeMetadata, JointGroups, dict[str, str], dict[str, str]]:
     """(metadata, joints, camera name -> topic, controllers) for this bag and config; checks topics."""
     meta = reader.metadata
     joints = config.joints or meta.joints or DEFAULT_JOINTS
@@ -292,8 +316,9 @@ def resolve_episode(reader: EpisodeBagReader, config: EvalConfig, model_cameras:
     return meta, joints, cams, controllers
 
 
-def run_offline_eval(bag: str | Path, checkpoint: str | Path, out: str | Path | None,
-                     config: EvalConfig | None = None) -> EvalResult:
+def run_offline_eval(
+    bag: str | Path, checkpoint: str | Path, out: str | Path | None, config: EvalConfig | None = None
+) -> EvalResult:
     cfg = config or EvalConfig()
     if cfg.blending not in BLENDING_MODES:
         raise EvalError(f"blending must be one of {', '.join(BLENDING_MODES)}, got {cfg.blending!r}")
@@ -309,45 +334,76 @@ def run_offline_eval(bag: str | Path, checkpoint: str | Path, out: str | Path | 
     with EpisodeBagReader(bag) as reader:
         meta, joints, cams, controllers = resolve_episode(reader, cfg, model_cams)
         if joints.state_dim > policy.config.action_head.max_state_dim:
-            raise EvalError(f"{joints.state_dim} joints > max_state_dim {policy.config.action_head.max_state_dim}")
+            raise EvalError(
+                f"{joints.state_dim} joints > max_state_dim {policy.config.action_head.max_state_dim}"
+            )
         gt = load_ground_truth(reader, joints, controllers)
         has_instruction = INSTRUCTION_TOPIC in reader.topics()
         if not has_instruction and not (cfg.default_instruction or meta.instruction):
-            raise MissingTopicError(f"bag {reader.path} has no topic {INSTRUCTION_TOPIC} and no instruction in "
-                                    "its metadata")
+            raise MissingTopicError(
+                f"bag {reader.path} has no topic {INSTRUCTION_TOPIC} and no instruction in its metadata"
+            )
         result = _simulate(reader, policy, cfg, meta, joints, cams, gt, has_instruction)
     result.report.update(
         bag=str(bag),
-        episode={"task": meta.task, "instruction": meta.instruction, "embodiment": meta.embodiment,
-                 "success": meta.success},
+        episode={
+            "task": meta.task,
+            "instruction": meta.instruction,
+            "embodiment": meta.embodiment,
+            "success": meta.success,
+        },
         ground_truth={g: gt.sources.get(g, "") for g in joints.active_groups},
         cameras=cams,
     )
     if out is not None:
         result.paths = write_report(
-            out, result.report, result.timing, (result.times, result.predicted, result.recorded), joints,
-            result.wall_latencies, cfg.sim_latency, plots=cfg.plots,
+            out,
+            result.report,
+            result.timing,
+            (result.times, result.predicted, result.recorded),
+            joints,
+            result.wall_latencies,
+            cfg.sim_latency,
+            plots=cfg.plots,
         )
     return result
 
 
-def _simulate(reader: EpisodeBagReader, policy: Any, cfg: EvalConfig, meta: EpisodeMetadata,
-              joints: JointGroups, cams: Mapping[str, str], gt: GroundTruth, has_instruction: bool
-              ) -> EvalResult:
+def _simulate(
+    reader: EpisodeBagReader,
+    policy: Any,
+    cfg: EvalConfig,
+    meta: EpisodeMetadata,
+    joints: JointGroups,
+    cams: Mapping[str, str],
+    gt: GroundTruth,
+    has_instruction: bool,
+) -> EvalResult:
     from tqdm import tqdm
 
     dt = float(policy.config.dt)
     horizon = int(policy.config.action_horizon)
     period = 1.0 / cfg.control_rate_hz if cfg.control_rate_hz > 0 else dt
-    buffer = ObservationBuffer(ObservationBufferConfig(
-        cameras=tuple(cams), max_image_age=cfg.max_image_age, max_state_age=cfg.max_state_age,
-        max_camera_skew=cfg.max_camera_skew, max_instruction_length=cfg.max_instruction_length,
-    ))
-    sched = ChunkScheduler(ChunkSchedulerConfig(
-        control_period=period, action_dt=dt, blending=cfg.blending, refill_threshold=cfg.refill_threshold,
-        ensemble_m=cfg.ensemble_m, rtc_overlap_steps=cfg.rtc_overlap_steps,
-        rtc_max_guidance_weight=cfg.rtc_max_guidance_weight,
-    ))
+    buffer = ObservationBuffer(
+        ObservationBufferConfig(
+            cameras=tuple(cams),
+            max_image_age=cfg.max_image_age,
+            max_state_age=cfg.max_state_age,
+            max_camera_skew=cfg.max_camera_skew,
+            max_instruction_length=cfg.max_instruction_length,
+        )
+    )
+    sched = ChunkScheduler(
+        ChunkSchedulerConfig(
+            control_period=period,
+            action_dt=dt,
+            blending=cfg.blending,
+            refill_threshold=cfg.refill_threshold,
+            ensemble_m=cfg.ensemble_m,
+            rtc_overlap_steps=cfg.rtc_overlap_steps,
+            rtc_max_guidance_weight=cfg.rtc_max_guidance_weight,
+        )
+    )
     instruction = cfg.default_instruction or (meta.instruction if not has_instruction else "")
     if instruction:
         try:
@@ -361,7 +417,7 @@ def _simulate(reader: EpisodeBagReader, policy: Any, cfg: EvalConfig, meta: Epis
     t_end = reader.end_time * 1e-9
     if cfg.max_duration > 0:
         t_end = min(t_end, t_start + cfg.max_duration)
-    n_ticks = int(math.floor((t_end - t_start) / period + 1e-9)) + 1
+    n_ticks = math.floor((t_end - t_start) / period + 1e-9) + 1
     times = t_start + np.arange(n_ticks) * period
     msgs = reader.messages(topics=inputs)
     nxt = next(msgs, None)
@@ -380,8 +436,15 @@ def _simulate(reader: EpisodeBagReader, policy: Any, cfg: EvalConfig, meta: Epis
     def accept(p: _Pending) -> None:
         sched.accept(p.actions, p.obs_stamp, latency=cfg.sim_latency, now=p.ready_at, dt=p.dt)
 
-    bar = tqdm(total=n_ticks, desc="eval", unit="tick", file=sys.stderr, disable=not cfg.progress,
-               leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=n_ticks,
+        desc="eval",
+        unit="tick",
+        file=sys.stderr,
+        disable=not cfg.progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     try:
         for k, now in enumerate(times):
             # deliver the messages received up to now
@@ -468,11 +531,18 @@ def _simulate(reader: EpisodeBagReader, policy: Any, cfg: EvalConfig, meta: Epis
         "mode": "offline",
         "policy": policy.name,
         "config": {
-            "seed": cfg.seed, "blending": cfg.blending, "sim_latency_s": cfg.sim_latency,
-            "control_period_s": period, "action_dt_s": dt, "action_horizon": horizon,
+            "seed": cfg.seed,
+            "blending": cfg.blending,
+            "sim_latency_s": cfg.sim_latency,
+            "control_period_s": period,
+            "action_dt_s": dt,
+            "action_horizon": horizon,
             "refill_threshold": cfg.refill_threshold,
-            "buffer": {"max_image_age": cfg.max_image_age, "max_state_age": cfg.max_state_age,
-                       "max_camera_skew": cfg.max_camera_skew},
+            "buffer": {
+                "max_image_age": cfg.max_image_age,
+                "max_state_age": cfg.max_state_age,
+                "max_camera_skew": cfg.max_camera_skew,
+            },
         },
         "joints": {g: list(joints.group(g)) for g in joints.active_groups},
         "duration_s": float(times[-1] - times[0]) if n_ticks > 1 else 0.0,
@@ -480,8 +550,13 @@ def _simulate(reader: EpisodeBagReader, policy: Any, cfg: EvalConfig, meta: Epis
         "scheduler": {k: int(v) if k != "latency_estimate" else v for k, v in stats.items()},
         "hold_reasons": dict(sorted(hold_reasons.items())),
         # simulated latency: deterministic; measured wall clock is in report_timing.json
-        "latency": {"mode": "simulated", "p50_s": cfg.sim_latency, "p99_s": cfg.sim_latency,
-                    "max_s": cfg.sim_latency, "count": n_infer},
+        "latency": {
+            "mode": "simulated",
+            "p50_s": cfg.sim_latency,
+            "p99_s": cfg.sim_latency,
+            "max_s": cfg.sim_latency,
+            "count": n_infer,
+        },
         "scores": scores,
     }
     timing = {
@@ -507,11 +582,18 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--out", required=True, help="output directory for the report")
     p.add_argument("--seed", type=int, default=0, help="noise seed of every chunk (default 0)")
     p.add_argument("--blending", choices=BLENDING_MODES, default=None, help="chunk blending (default none)")
-    p.add_argument("--sim-latency", type=float, default=0.1,
-                   help="modelled inference latency in simulated time, seconds (default 0.1)")
+    p.add_argument(
+        "--sim-latency",
+        type=float,
+        default=0.1,
+        help="modelled inference latency in simulated time, seconds (default 0.1)",
+    )
     p.add_argument("--control-rate", type=float, default=0.0, help="control rate in Hz (0 = 1 / dt)")
-    p.add_argument("--params", default=None,
-                   help="node parameter YAML (cameras, joints, controllers, buffer limits, blending)")
+    p.add_argument(
+        "--params",
+        default=None,
+        help="node parameter YAML (cameras, joints, controllers, buffer limits, blending)",
+    )
     p.add_argument("--max-duration", type=float, default=0.0, help="evaluate only the first seconds")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -523,9 +605,15 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 def eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
     from vla_policy.strict_config import replace
 
-    cfg = EvalConfig(seed=args.seed, sim_latency=args.sim_latency, control_rate_hz=args.control_rate,
-                     max_duration=args.max_duration, device=args.device, plots=not args.no_plots,
-                     progress=not args.no_progress)
+    cfg = EvalConfig(
+        seed=args.seed,
+        sim_latency=args.sim_latency,
+        control_rate_hz=args.control_rate,
+        max_duration=args.max_duration,
+        device=args.device,
+        plots=not args.no_plots,
+        progress=not args.no_progress,
+    )
     if args.params:
         cfg = config_from_node_params(read_node_params(args.params), cfg)
         cfg = replace(cfg, seed=args.seed)

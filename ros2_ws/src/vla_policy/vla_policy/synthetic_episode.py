@@ -103,8 +103,15 @@ class JointMotion:
         return q[0] if np.ndim(t) == 0 else q
 
 
-def _draw_scene(cfg: SyntheticEpisodeConfig, camera: str, cam_index: int, t: float, q: np.ndarray,
-                joints: JointGroups, background: np.ndarray) -> np.ndarray:
+def _draw_scene(
+    cfg: SyntheticEpisodeConfig,
+    camera: str,
+    cam_index: int,
+    t: float,
+    q: np.ndarray,
+    joints: JointGroups,
+    background: np.ndarray,
+) -> np.ndarray:
     import cv2
 
     h, w = cfg.image_height, cfg.image_width
@@ -131,7 +138,7 @@ def _draw_scene(cfg: SyntheticEpisodeConfig, camera: str, cam_index: int, t: flo
         cx, cy = (lx, ly) if "left" in camera or cam_index == 1 else (rx, ry)
 
     def px(x: float, y: float) -> tuple[int, int]:
-        return int(round(((x - cx) * zoom + 0.5) * w)), int(round(((y - cy) * zoom + 0.5) * h))
+        return round(((x - cx) * zoom + 0.5) * w), round(((y - cy) * zoom + 0.5) * h)
 
     size = int(0.08 * w * zoom)
     x0, y0 = px(bx, by)
@@ -144,7 +151,9 @@ def _draw_scene(cfg: SyntheticEpisodeConfig, camera: str, cam_index: int, t: flo
     return img
 
 
-def write_synthetic_episode(path: str | Path, config: SyntheticEpisodeConfig | None = None) -> EpisodeMetadata:
+def write_synthetic_episode(
+    path: str | Path, config: SyntheticEpisodeConfig | None = None
+) -> EpisodeMetadata:
     """Write the episode bag at ``path`` (must not exist); returns its metadata."""
     cfg = config or SyntheticEpisodeConfig()
     joints = cfg.joints
@@ -171,7 +180,7 @@ def write_synthetic_episode(path: str | Path, config: SyntheticEpisodeConfig | N
     events: list[tuple[float, int, str, object]] = []  # (time, order, topic, msg)
 
     def grid(rate: float) -> np.ndarray:
-        n = int(math.floor(cfg.duration * rate + 1e-9)) + 1
+        n = math.floor(cfg.duration * rate + 1e-9) + 1
         return np.arange(n) / rate
 
     with EpisodeBagWriter(path, storage=cfg.storage, metadata=meta) as writer:
@@ -198,11 +207,13 @@ def write_synthetic_episode(path: str | Path, config: SyntheticEpisodeConfig | N
         for i, cam in enumerate(cfg.cameras):
             for t in grid(cfg.camera_rate):
                 rgb = _draw_scene(cfg, cam, i, float(t), motion(float(t)), joints, backgrounds[cam])
-                msg = (f.compressed_image(rgb, t0 + t, cam) if cfg.compressed else f.image(rgb, t0 + t, cam))
+                msg = f.compressed_image(rgb, t0 + t, cam) if cfg.compressed else f.image(rgb, t0 + t, cam)
                 events.append((t, 3, camera_topic(cam), msg))
         period = 1.0 / cfg.command_rate
-        offsets = {g: o for g, o in zip(groups, np.cumsum([0] + [len(joints.group(g)) for g in groups]),
-                                        strict=False)}
+        offsets = {
+            g: o
+            for g, o in zip(groups, np.cumsum([0] + [len(joints.group(g)) for g in groups]), strict=False)
+        }
         for t in grid(cfg.command_rate):
             target = motion(float(t) + period)
             for g in groups:
@@ -213,8 +224,14 @@ def write_synthetic_episode(path: str | Path, config: SyntheticEpisodeConfig | N
                 if cfg.command_mode in ("trajectory", "both"):
                     times = [(k + 1) * period for k in range(cfg.trajectory_points)]
                     pts = motion(np.asarray(times) + float(t))[:, offsets[g] : offsets[g] + n]
-                    events.append((t, 5, trajectory_topic(DEFAULT_CONTROLLERS[g]),
-                                   f.trajectory(joints.group(g), pts, times, t0 + t)))
+                    events.append(
+                        (
+                            t,
+                            5,
+                            trajectory_topic(DEFAULT_CONTROLLERS[g]),
+                            f.trajectory(joints.group(g), pts, times, t0 + t),
+                        )
+                    )
         events.sort(key=lambda e: (e[0], e[1]))
         for t, _, topic, msg in events:
             writer.write(topic, sec_to_ns(t0 + t), msg)

@@ -66,42 +66,68 @@ def write_params_file(path: Path, params: dict[str, Any]) -> Path:
 class Inputs:
     """What the synthetic publisher sends; tests flip these to inject bad input."""
 
+    # ok | off | bad_encoding | wrong_size | short_data | corrupt (CompressedImage only)
     camera_mode: dict[str, str] = field(default_factory=lambda: dict.fromkeys(CAMERAS, "ok"))
-    joint_mode: str = "ok"  # ok | nan | missing | unknown | off
+    joint_mode: str = "ok"  # ok | nan | inf | huge | missing | unknown | off
+    stamp_mode: str = "ok"  # ok | old (10 s in the past) | out_of_order (every other stamp 0.1 s older)
     positions: dict[str, float] = field(
         default_factory=lambda: {n: 0.0 for g in GROUP_JOINTS.values() for n in g}
     )
-    echo_commands: bool = True  # a fake robot: measured = last forward command
+    echo_commands: bool = True  # a fake robot: measured = last forward command, or follows trajectories
 
 
 class Harness:
-    """Publishes cameras (15 Hz), joint states (50 Hz) and the instruction; records everything the node
-    publishes and checks every command against the limits."""
+    """Publishes cameras (15 Hz), joint states (50 Hz) and the instruction (a fake robot: the measured
+    position follows the node's commands); records everything the node publishes, and every command is
+    checked by an ``InvariantMonitor`` (``self.monitor``)."""
 
-    def __init__(self, node_name: str = NODE, camera_hz: float = 15.0, joint_hz: float = 50.0) -> None:
+    def __init__(
+        self,
+        node_name: str = NODE,
+        camera_hz: float = 15.0,
+        joint_hz: float = 50.0,
+        *,
+        use_sim_time: bool = False,
+        control_period: float = 0.05,
+    ) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
+        from invariant_monitor import InvariantMonitor
         from lifecycle_msgs.srv import ChangeState, GetState
         from rcl_interfaces.srv import SetParameters
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image, JointState
-        from std_msgs.msg import Float64MultiArray, String
-        from trajectory_msgs.msg import JointTrajectory
-        from vla_msgs.msg import ActionChunk, PolicyStatus
+        from std_msgs.msg import String
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node("vla_test_harness", context=self.context)
+        overrides = [Parameter("use_sim_time", value=True)] if use_sim_time else []
+        self.node = rclpy.create_node("vla_test_harness", context=self.context, parameter_overrides=overrides)
         self.inputs = Inputs()
-        self.lock = threading.Lock()
-        self.chunks: list[Any] = []
-        self.statuses: list[Any] = []
+        self.lock = threading.RLock()
         self.diagnostics: list[Any] = []
-        self.commands: dict[str, list[tuple[float, list[float]]]] = {g: [] for g in GROUP_JOINTS}
-        self.trajectories: dict[str, list[Any]] = {g: [] for g in GROUP_JOINTS}
-        self.violations: list[str] = []
         self._rng = np.random.default_rng(0)
+        self._joint_seq = 0
+        self._following: dict[str, tuple[float, list[tuple[float, list[float]]]]] = {}
+        self.monitor = InvariantMonitor(
+            self.node,
+            GROUP_JOINTS,
+            lower=LOWER,
+            upper=UPPER,
+            max_step=MAX_STEP,
+            control_period=control_period,
+            node_name=node_name,
+            measured=self.measured,
+            on_command=self._echo_command,
+            on_trajectory=self._follow_trajectory,
+            lock=self.lock,
+        )
+        self.chunks = self.monitor.chunks
+        self.statuses = self.monitor.statuses
+        self.commands = self.monitor.commands
+        self.trajectories = self.monitor.trajectories
         n = self.node
         self.cam_pubs = {}
         for cam, typ in zip(CAMERAS, CAMERA_TYPES, strict=True):
@@ -113,24 +139,17 @@ class Harness:
         )
         self.instruction_pub = n.create_publisher(String, "/instruction", latched)
         self._String = String
-        n.create_subscription(ActionChunk, f"/{node_name}/action_chunk", self._on_chunk, 10)
-        n.create_subscription(PolicyStatus, f"/{node_name}/status", self._on_status, 10)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        for group in GROUP_JOINTS:
-            n.create_subscription(
-                Float64MultiArray, f"/{group}_controller/commands",
-                lambda m, g=group: self._on_command(g, m), 10,
-            )
-            n.create_subscription(
-                JointTrajectory, f"/{group}_controller/joint_trajectory",
-                lambda m, g=group: self._on_trajectory(g, m), 10,
-            )
         self.change_state_cli = n.create_client(ChangeState, f"/{node_name}/change_state")
         self.get_state_cli = n.create_client(GetState, f"/{node_name}/get_state")
         self.set_params_cli = n.create_client(SetParameters, f"/{node_name}/set_parameters")
         self._Image, self._CompressedImage, self._JointState = Image, CompressedImage, JointState
-        n.create_timer(1.0 / camera_hz, self._publish_cameras)
-        n.create_timer(1.0 / joint_hz, self._publish_joints)
+        # wall-clock timers: the inputs keep flowing while a test drives /clock (use_sim_time)
+        from rclpy.clock import Clock, ClockType
+
+        wall = Clock(clock_type=ClockType.STEADY_TIME)
+        n.create_timer(1.0 / camera_hz, self.publish_cameras, clock=wall)
+        n.create_timer(1.0 / joint_hz, self.publish_joints, clock=wall)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -155,10 +174,27 @@ class Harness:
     def publish_instruction(self, text: str) -> None:
         self.instruction_pub.publish(self._String(data=text))
 
-    def _publish_cameras(self) -> None:
+    @property
+    def violations(self) -> list[str]:
+        return self.monitor.violations
+
+    def _stamp(self) -> Any:
+        from rclpy.duration import Duration
+
+        now = self.node.get_clock().now()
+        mode = self.inputs.stamp_mode
+        if mode == "old":
+            now = now - Duration(seconds=10.0)
+        elif mode == "out_of_order":
+            self._joint_seq += 1
+            if self._joint_seq % 2 == 0:
+                now = now - Duration(seconds=0.1)
+        return now.to_msg()
+
+    def publish_cameras(self) -> None:
         from vla_policy.image_codec import encode_compressed
 
-        stamp = self.node.get_clock().now().to_msg()
+        stamp = self._stamp()
         for cam, typ in zip(CAMERAS, CAMERA_TYPES, strict=True):
             mode = self.inputs.camera_mode[cam]
             if mode == "off":
@@ -179,22 +215,28 @@ class Harness:
                 msg.height = msg.width = size
                 msg.encoding = "32FC1" if mode == "bad_encoding" else "rgb8"
                 msg.step = size * 3
-                msg.data = rgb.tobytes()
+                data = rgb.tobytes()
+                msg.data = data[: len(data) // 2] if mode == "short_data" else data
             self.cam_pubs[cam].publish(msg)
 
-    def _publish_joints(self) -> None:
+    def publish_joints(self) -> None:
         mode = self.inputs.joint_mode
         if mode == "off":
             return
         msg = self._JointState()
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.header.stamp = self._stamp()
         with self.lock:
+            self._advance_following()
             items = list(self.inputs.positions.items())
         random.Random(len(self.chunks)).shuffle(items)  # any order
         names = [k for k, _ in items] + ["torso_joint"]  # an extra joint the node ignores
         pos = [v for _, v in items] + [0.3]
         if mode == "nan":
             pos[0] = math.nan
+        elif mode == "inf":
+            pos[0] = math.inf
+        elif mode == "huge":
+            pos[0] = 1e300
         elif mode == "missing":
             names, pos = names[1:], pos[1:]
         elif mode == "unknown":
@@ -203,53 +245,44 @@ class Harness:
         msg.position = [float(p) for p in pos]
         self.joint_pub.publish(msg)
 
-    # --- outputs ---------------------------------------------------------------------------------
-    def _on_chunk(self, msg: Any) -> None:
-        with self.lock:
-            self.chunks.append(msg)
-
-    def _on_status(self, msg: Any) -> None:
-        with self.lock:
-            self.statuses.append(msg)
-
+    # --- outputs and the fake robot ------------------------------------------------------------
     def _on_diag(self, msg: Any) -> None:
         with self.lock:
             self.diagnostics.append(msg)
 
-    def _check(self, what: str, values: list[float], expected_len: int) -> None:
-        if len(values) != expected_len:
-            self.violations.append(f"{what}: {len(values)} values, expected {expected_len}")
-        for v in values:
-            if not math.isfinite(v) or v < LOWER - 1e-9 or v > UPPER + 1e-9:
-                self.violations.append(f"{what}: value {v} outside [{LOWER}, {UPPER}]")
+    def measured(self, group: str) -> list[float]:
+        """The position the fake robot reports for ``group`` (what the node measures)."""
+        with self.lock:
+            return [self.inputs.positions[n] for n in GROUP_JOINTS[group]]
 
-    def _on_command(self, group: str, msg: Any) -> None:
+    def _echo_command(self, group: str, values: list[float]) -> None:
+        if not self.inputs.echo_commands:
+            return
+        with self.lock:
+            self._following.pop(group, None)
+            for name, v in zip(GROUP_JOINTS[group], values, strict=False):
+                self.inputs.positions[name] = v
+
+    def _follow_trajectory(self, group: str, msg: Any) -> None:
+        """A fake joint trajectory controller: the measured position steps through the points in time."""
+        if not self.inputs.echo_commands or not msg.points:
+            return
+        points = [
+            (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, [float(v) for v in p.positions])
+            for p in msg.points
+        ]
+        with self.lock:
+            self._following[group] = (time.monotonic(), points)
+            self._advance_following()
+
+    def _advance_following(self) -> None:
         now = time.monotonic()
-        values = list(msg.data)
-        with self.lock:
-            self._check(f"{group} command", values, len(GROUP_JOINTS[group]))
-            history = self.commands[group]
-            if history and now - history[-1][0] < 0.3 and len(history[-1][1]) == len(values):
-                step = max(abs(a - b) for a, b in zip(values, history[-1][1], strict=True))
-                if step > MAX_STEP + 1e-6:
-                    self.violations.append(f"{group} command: step {step:.4f} > {MAX_STEP}")
-            history.append((now, values))
-            if self.inputs.echo_commands:
-                for name, v in zip(GROUP_JOINTS[group], values, strict=False):
-                    self.inputs.positions[name] = v
-
-    def _on_trajectory(self, group: str, msg: Any) -> None:
-        with self.lock:
-            if list(msg.joint_names) != list(GROUP_JOINTS[group]):
-                self.violations.append(f"{group} trajectory: joint names {list(msg.joint_names)}")
-            prev_t = -1.0
-            for p in msg.points:
-                self._check(f"{group} trajectory point", list(p.positions), len(GROUP_JOINTS[group]))
-                t = p.time_from_start.sec + p.time_from_start.nanosec * 1e-9
-                if t <= prev_t:
-                    self.violations.append(f"{group} trajectory: time_from_start not increasing")
-                prev_t = t
-            self.trajectories[group].append(msg)
+        for group, (t0, points) in list(self._following.items()):
+            reached = [pos for t, pos in points if t <= now - t0]
+            if reached:
+                for name, v in zip(GROUP_JOINTS[group], reached[-1], strict=False):
+                    if math.isfinite(v):
+                        self.inputs.positions[name] = v
 
     # --- queries ---------------------------------------------------------------------------------
     def latest_status(self) -> Any | None:

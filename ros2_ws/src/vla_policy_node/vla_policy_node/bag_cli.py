@@ -28,6 +28,10 @@ class CLIError(RuntimeError):
     pass
 
 
+def _out(*args: Any, file: Any = None, flush: bool = True) -> None:
+    print(*args, file=file or sys.stdout, flush=flush)
+
+
 def _install_stop(stop: threading.Event) -> None:
     def handler(signum: int, frame: Any) -> None:
         stop.set()
@@ -57,17 +61,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     try:
         cfg = SyntheticEpisodeConfig(
-            duration=args.duration, seed=args.seed, image_height=args.height, image_width=args.width,
-            camera_rate=args.camera_rate, joint_rate=args.joint_rate, command_rate=args.command_rate,
-            command_mode=args.commands, compressed=args.compressed, clock_rate=args.clock_rate,
-            storage=args.storage, instruction=args.instruction,
+            duration=args.duration,
+            seed=args.seed,
+            image_height=args.height,
+            image_width=args.width,
+            camera_rate=args.camera_rate,
+            joint_rate=args.joint_rate,
+            command_rate=args.command_rate,
+            command_mode=args.commands,
+            compressed=args.compressed,
+            clock_rate=args.clock_rate,
+            storage=args.storage,
+            instruction=args.instruction,
         )
     except ConfigError as exc:
         raise CLIError(str(exc)) from exc
     t0 = time.perf_counter()
     meta = write_synthetic_episode(args.out, cfg)
-    print(f"wrote synthetic episode '{meta.task}' ({cfg.duration:g} s, {len(cfg.cameras)} cameras "
-          f"{cfg.image_width}x{cfg.image_height}, {cfg.storage}) to {args.out} in {time.perf_counter() - t0:.1f} s")
+    _out(
+        f"wrote synthetic episode '{meta.task}' ({cfg.duration:g} s, {len(cfg.cameras)} cameras "
+        f"{cfg.image_width}x{cfg.image_height}, {cfg.storage}) to {args.out} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 
@@ -77,8 +92,12 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     from vla_policy_node.bag_recorder import BagRecorder, drain, spin_until
 
-    custom = {"task": args.task, "instruction": args.instruction, "embodiment": args.embodiment,
-              "success": args.success}
+    custom = {
+        "task": args.task,
+        "instruction": args.instruction,
+        "embodiment": args.embodiment,
+        "success": args.success,
+    }
     stop = threading.Event()
     _install_stop(stop)
     ros_args = ["--ros-args", "-p", "use_sim_time:=true"] if args.use_sim_time else None
@@ -90,15 +109,22 @@ def cmd_record(args: argparse.Namespace) -> int:
     executor.add_node(node)
     recorder = None
     try:
-        recorder = BagRecorder(node, args.out, topics=args.topics, exclude=args.exclude, storage=args.storage,
-                               custom_data=custom, log=lambda s: print(s, flush=True))
-        print(f"recording to {args.out} ({'all topics' if not args.topics else ' '.join(args.topics)})",
-              flush=True)
+        recorder = BagRecorder(
+            node,
+            args.out,
+            topics=args.topics,
+            exclude=args.exclude,
+            storage=args.storage,
+            custom_data=custom,
+            log=lambda s: _out(s, flush=True),
+        )
+        what = "all topics" if not args.topics else " ".join(args.topics)
+        _out(f"recording to {args.out} ({what})")
         deadline = time.monotonic() + args.duration if args.duration > 0 else None
         spin_until(executor, stop, deadline)
         drain(executor, 0.3)
         counts = recorder.close()
-        print(f"recorded {sum(counts.values())} messages to {args.out}: {json.dumps(counts)}", flush=True)
+        _out(f"recorded {sum(counts.values())} messages to {args.out}: {json.dumps(counts)}")
     finally:
         if recorder is not None:
             recorder.close()
@@ -112,19 +138,27 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_play(args: argparse.Namespace) -> int:
     from vla_policy_node.bag_player import PlayOptions, play_bag
 
-    opts = PlayOptions(rate=args.rate, loop=args.loop, start_offset=args.start_offset, clock=args.clock,
-                       clock_hz=args.clock_hz, topics=tuple(args.topics or ()),
-                       exclude=tuple(args.exclude or ()), delay=args.delay, reliable=args.reliable)
+    opts = PlayOptions(
+        rate=args.rate,
+        loop=args.loop,
+        start_offset=args.start_offset,
+        clock=args.clock,
+        clock_hz=args.clock_hz,
+        topics=tuple(args.topics or ()),
+        exclude=tuple(args.exclude or ()),
+        delay=args.delay,
+        reliable=args.reliable,
+    )
     if not (args.rate > 0):
         raise CLIError(f"--rate must be > 0, got {args.rate}")
     stop = threading.Event()
     _install_stop(stop)
     _init_ros()
     try:
-        counts = play_bag(args.bag, opts, stop, log=lambda s: print(s, flush=True))
+        counts = play_bag(args.bag, opts, stop, log=lambda s: _out(s, flush=True))
     finally:
         _shutdown_ros()
-    print(f"published {sum(counts.values())} messages: {json.dumps(counts)}", flush=True)
+    _out(f"published {sum(counts.values())} messages: {json.dumps(counts)}")
     return 0
 
 
@@ -134,23 +168,35 @@ def cmd_replay_eval(args: argparse.Namespace) -> int:
 
     from vla_policy_node.replay_eval import ReplayOptions, run_replay_eval
 
-    opts = ReplayOptions(seed=args.seed, blending=args.blending, rate=args.rate, params=args.params,
-                         timeout=args.timeout, domain_id=args.domain_id, startup_timeout=args.startup_timeout)
-    res = run_replay_eval(args.bag, args.checkpoint, args.out, opts, log=lambda s: print(s, flush=True))
-    print(summary_table(res.report, res.timing))
-    print(f"report: {res.paths['report.json']}")
+    opts = ReplayOptions(
+        seed=args.seed,
+        blending=args.blending,
+        rate=args.rate,
+        params=args.params,
+        timeout=args.timeout,
+        domain_id=args.domain_id,
+        startup_timeout=args.startup_timeout,
+    )
+    res = run_replay_eval(args.bag, args.checkpoint, args.out, opts, log=lambda s: _out(s, flush=True))
+    _out(summary_table(res.report, res.timing))
+    _out(f"report: {res.paths['report.json']}")
     return 0
 
 
 # --- parser -----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Record, play, sample and replay-evaluate "
-                                     "episode bags (rosbag2: MCAP or sqlite3).")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Record, play, sample and replay-evaluate episode bags (rosbag2: MCAP or sqlite3).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("sample", help="write a synthetic bimanual episode bag",
-                       description="Write a synthetic bimanual episode: rendered cameras in which a block "
-                       "moves, smooth joint trajectories, an instruction and the commanded actions.")
+    p = sub.add_parser(
+        "sample",
+        help="write a synthetic bimanual episode bag",
+        description="Write a synthetic bimanual episode: rendered cameras in which a block "
+        "moves, smooth joint trajectories, an instruction and the commanded actions.",
+    )
     p.add_argument("--out", required=True, help="bag directory to create (must not exist)")
     p.add_argument("--duration", type=float, default=8.0, help="seconds (default 8)")
     p.add_argument("--seed", type=int, default=0)
@@ -160,16 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-rate", type=float, default=15.0, help="Hz (default 15)")
     p.add_argument("--joint-rate", type=float, default=50.0, help="Hz (default 50)")
     p.add_argument("--command-rate", type=float, default=20.0, help="Hz (default 20 = 1/dt of tiny)")
-    p.add_argument("--commands", choices=("forward", "trajectory", "both"), default="forward",
-                   help="ground-truth command topics (default forward: <group>_controller/commands)")
+    p.add_argument(
+        "--commands",
+        choices=("forward", "trajectory", "both"),
+        default="forward",
+        help="ground-truth command topics (default forward: <group>_controller/commands)",
+    )
     p.add_argument("--compressed", action="store_true", help="CompressedImage (JPEG) cameras")
     p.add_argument("--clock-rate", type=float, default=0.0, help="also store /clock at this rate (Hz)")
     p.add_argument("--instruction", default="pick up the red block and put it in the bin")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("record", help="record topics into a bag until SIGINT/SIGTERM (or --duration)",
-                       description="Record topics (raw CDR bytes, each topic's offered QoS kept) into a new "
-                       "bag. SIGINT or SIGTERM finalises the bag.")
+    p = sub.add_parser(
+        "record",
+        help="record topics into a bag until SIGINT/SIGTERM (or --duration)",
+        description="Record topics (raw CDR bytes, each topic's offered QoS kept) into a new "
+        "bag. SIGINT or SIGTERM finalises the bag.",
+    )
     p.add_argument("topics", nargs="*", help="topics to record (default: all)")
     p.add_argument("--out", "-o", required=True, help="bag directory to create (must not exist)")
     p.add_argument("--exclude", nargs="*", default=[], help="topics not to record")
@@ -183,9 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-name", default="vla_bag_recorder")
     p.set_defaults(func=cmd_record)
 
-    p = sub.add_parser("play", help="publish a bag with its original timing",
-                       description="Publish a bag's messages with their original timing (in place of "
-                       "`ros2 bag play`).")
+    p = sub.add_parser(
+        "play",
+        help="publish a bag with its original timing",
+        description="Publish a bag's messages with their original timing (in place of `ros2 bag play`).",
+    )
     p.add_argument("bag", help="bag directory")
     p.add_argument("--rate", type=float, default=1.0, help="playback rate (default 1)")
     p.add_argument("--loop", action="store_true", help="play again from the start when done")
@@ -198,9 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reliable", action="store_true", help="publish every topic reliable")
     p.set_defaults(func=cmd_play)
 
-    p = sub.add_parser("replay-eval", help="evaluate the real node on a bag over DDS",
-                       description="Run vla_policy_node (use_sim_time, forward output) against `play "
-                       "--clock`, record what it publishes and score it against the bag's commands.")
+    p = sub.add_parser(
+        "replay-eval",
+        help="evaluate the real node on a bag over DDS",
+        description="Run vla_policy_node (use_sim_time, forward output) against `play "
+        "--clock`, record what it publishes and score it against the bag's commands.",
+    )
     p.add_argument("--bag", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
@@ -223,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (CLIError, EpisodeBagError, ValueError, OSError, RuntimeError, KeyError) as exc:
-        print(f"{PROG} {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        _out(f"{PROG} {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

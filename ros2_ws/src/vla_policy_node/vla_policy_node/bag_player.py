@@ -36,7 +36,9 @@ def message_class(msgtype: str) -> Any:
     try:
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
     except (ImportError, AttributeError) as exc:
-        raise PlayerError(f"message type '{msgtype}' is not available in this ROS environment ({exc})") from exc
+        raise PlayerError(
+            f"message type '{msgtype}' is not available in this ROS environment ({exc})"
+        ) from exc
 
 
 def rclpy_qos(qos: Any) -> Any:
@@ -58,8 +60,11 @@ def rclpy_qos(qos: Any) -> Any:
         liveliness=pick(LivelinessPolicy, qos.liveliness.name, LivelinessPolicy.AUTOMATIC),
     )
     # "infinite" (huge) durations are left at the default
-    for attr, value in (("deadline", qos.deadline), ("lifespan", qos.lifespan),
-                        ("liveliness_lease_duration", qos.liveliness_lease_duration)):
+    for attr, value in (
+        ("deadline", qos.deadline),
+        ("lifespan", qos.lifespan),
+        ("liveliness_lease_duration", qos.liveliness_lease_duration),
+    ):
         if 0 < int(value.sec) < 2**31 - 1:
             setattr(profile, attr, dur(value))
     return profile
@@ -127,8 +132,9 @@ class BagPlayer:
         assert self.clock_pub is not None
         self.clock_pub.publish(msg)
 
-    def play(self, stop: threading.Event | None = None,
-             on_start: Callable[[], None] | None = None) -> dict[str, int]:
+    def play(
+        self, stop: threading.Event | None = None, on_start: Callable[[], None] | None = None
+    ) -> dict[str, int]:
         stop = stop or threading.Event()
         if self.opt.delay > 0:
             stop.wait(self.opt.delay)
@@ -177,9 +183,14 @@ class BagPlayer:
                 time.sleep(clock_period)
 
 
-def play_bag(bag: str | Path, options: PlayOptions, stop: threading.Event,
-             node_name: str = "vla_bag_player", log: Callable[[str], None] | None = None,
-             extra_topics: Sequence[str] = ()) -> dict[str, int]:
+def play_bag(
+    bag: str | Path,
+    options: PlayOptions,
+    stop: threading.Event,
+    node_name: str = "vla_bag_player",
+    log: Callable[[str], None] | None = None,
+    extra_topics: Sequence[str] = (),
+) -> dict[str, int]:
     """Create a node, play the bag, destroy the node (rclpy must be initialised)."""
     import rclpy
 
@@ -189,8 +200,10 @@ def play_bag(bag: str | Path, options: PlayOptions, stop: threading.Event,
         player = BagPlayer(node, bag, options)
         if log:
             n = sum(player.reader.topics()[t].count for t in player.topics)
-            log(f"playing {n} messages on {len(player.topics)} topics from {bag} at rate {options.rate:g}"
-                + (" with /clock" if options.clock else ""))
+            log(
+                f"playing {n} messages on {len(player.topics)} topics from {bag} at rate {options.rate:g}"
+                + (" with /clock" if options.clock else "")
+            )
         return player.play(stop, on_start=(lambda: log("started")) if log else None)
     finally:
         if player is not None:

@@ -132,8 +132,10 @@ class BagRecorder:
         self._subs[topic] = self.node.create_subscription(
             cls, topic, lambda data, t=topic: self._on_message(t, data), profile, raw=True
         )
-        self.log(f"subscribed {topic} [{msgtype}] ({'reliable' if reliable else 'best effort'}"
-                 f"{', transient local' if latched else ''})")
+        self.log(
+            f"subscribed {topic} [{msgtype}] ({'reliable' if reliable else 'best effort'}"
+            f"{', transient local' if latched else ''})"
+        )
 
     def _on_message(self, topic: str, data: bytes) -> None:
         stamp = self.node.get_clock().now().nanoseconds

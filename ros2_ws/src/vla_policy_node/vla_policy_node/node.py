@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import threading
 import time
 import traceback
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
@@ -60,14 +63,30 @@ STATE_NAMES = {
 }
 
 
+def resolve_checkpoint(path: str) -> Path:
+    """The checkpoint directory as a resolved absolute path, checked before anything is read from it:
+    it must exist, be a directory and hold ``config.json`` (``ValueError`` with the reason)."""
+    if not path or "\x00" in path:
+        raise ValueError("checkpoint path is empty or invalid")
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise ValueError(f"{resolved}: checkpoint directory not found")
+    if not resolved.is_dir():
+        raise ValueError(f"{resolved}: a checkpoint must be a directory (with config.json and safetensors)")
+    if not (resolved / "config.json").is_file():
+        raise ValueError(f"{resolved}: not a checkpoint directory (no config.json)")
+    return resolved
+
+
 def load_policy(settings: NodeSettings) -> Any:
     """The policy, with the first prefix backend of ``settings.backend_order`` that loads."""
     import torch
     from vla_policy.policy import VLAPolicy
 
+    checkpoint = resolve_checkpoint(settings.checkpoint)
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    policy = VLAPolicy.from_checkpoint(settings.checkpoint, device=settings.device)
+    policy = VLAPolicy.from_checkpoint(checkpoint, device=settings.device)
     policy.use_prefix_backend(settings.backend_order, settings.onnx_dir or None, settings.engine_dir or None)
     return policy
 
@@ -321,6 +340,22 @@ class VLAPolicyNode(LifecycleNode):
             self._control_thread.join(timeout=max(1.0, 5 * self._period))
             self._control_thread = None
 
+    def shutdown_hold(self) -> None:
+        """On SIGINT/SIGTERM while active: stop control and command a hold (trajectory mode: the measured
+        position; forward mode: repeat the last safe command), so the controllers are not left executing
+        a chunk after the node exits."""
+        if not self._active:
+            return
+        self._stop_control()
+        with self._lock:
+            self._active = False
+            self._held_published = False
+            try:
+                self._hold(self._measured(self._now()), publish_once=True)
+            except Exception as exc:  # the context may already be gone
+                self.get_logger().warning(f"could not publish the final hold: {exc}")
+            self._set_state(READY, "shutting down (holding)")
+
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_control()
         with self._lock:
@@ -565,6 +600,9 @@ class VLAPolicyNode(LifecycleNode):
                 sched.cancel_inference()
                 return
             self._latencies.append(wall_latency)
+            if self._state == HOLDING:  # the inputs went bad during inference: never execute this chunk
+                sched.cancel_inference()
+                return
             switch = sched.accept(result.actions, obs.stamp, latency=done - now, now=done, dt=result.dt)
             if not switch.accepted:
                 self.get_logger().warning(f"chunk dropped: {switch.reason}", throttle_duration_sec=2.0)
@@ -606,7 +644,10 @@ class VLAPolicyNode(LifecycleNode):
         cur = sched.current
         dt = cur.dt if cur is not None else self._period
         joint = s.joints.select_actions(actions)
-        safe = safety.filter_sequence(joint, steps_per_point=dt / self._period)
+        # Ramp from where the robot is (the controller has been executing the previous trajectory), not
+        # from the activation/hold point; the last safe command when no fresh measurement exists.
+        measured = self._measured(now)
+        safe = safety.filter_sequence(joint, start=measured, steps_per_point=dt / self._period)
         if safe is None:
             return None
         self._held_published = False
@@ -726,24 +767,45 @@ class VLAPolicyNode(LifecycleNode):
 def main(args: list[str] | None = None) -> None:
     # Shorter GIL hand-over: the control thread waits at most ~1 ms behind the inference thread.
     sys.setswitchinterval(0.001)
-    rclpy.init(args=args)
+    # Our own SIGINT/SIGTERM handling: rclpy's would shut the context down before the final hold is sent.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     node = VLAPolicyNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
+    spinner = threading.Thread(target=_spin, args=(executor, stop), name="vla_executor", daemon=True)
     try:
         if bool(node.get_parameter("autostart").value):
             node.trigger_configure()
-            if node.policy_state == READY:
+            if node.policy_state == READY and not stop.is_set():
                 node.trigger_activate()
-        executor.spin()
+        spinner.start()
+        while not stop.wait(0.5) and spinner.is_alive():
+            pass
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.shutdown_hold()
         node._free()
         executor.shutdown()
         node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+
+
+def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":

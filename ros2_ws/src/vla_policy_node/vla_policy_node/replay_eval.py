@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ from vla_policy.episode_bag import (
     EpisodeBagReader,
     command_topic,
     one_line,
-    stamp_to_sec,
 )
 from vla_policy.eval_report import clear_previous, latency_summary, score_series, write_report
 from vla_policy.joint_groups import GROUP_NAMES
@@ -119,22 +117,31 @@ class _Child:
         return (errors or lines or ["(no output)"])[-1][:300]
 
 
-def _node_params(checkpoint: str, opts: ReplayOptions, cams: dict[str, str], cam_types: dict[str, str],
-                 joints: Any, controllers: dict[str, str], base: dict[str, Any]) -> dict[str, Any]:
+def _node_params(
+    checkpoint: str,
+    opts: ReplayOptions,
+    cams: dict[str, str],
+    cam_types: dict[str, str],
+    joints: Any,
+    controllers: dict[str, str],
+    base: dict[str, Any],
+) -> dict[str, Any]:
     params = dict(base)
-    params.update({
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "use_sim_time": True,
-        "autostart": True,
-        "output_mode": "forward",
-        "forward_hold": "stop",
-        "blending": opts.blending,
-        "seed": int(opts.seed),
-        "torch_threads": int(opts.torch_threads),
-        "cameras.names": list(cams),
-        "cameras.topics": list(cams.values()),
-        "cameras.types": [cam_types[c] for c in cams],
-    })
+    params.update(
+        {
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "use_sim_time": True,
+            "autostart": True,
+            "output_mode": "forward",
+            "forward_hold": "stop",
+            "blending": opts.blending,
+            "seed": int(opts.seed),
+            "torch_threads": int(opts.torch_threads),
+            "cameras.names": list(cams),
+            "cameras.topics": list(cams.values()),
+            "cameras.types": [cam_types[c] for c in cams],
+        }
+    )
     for g in GROUP_NAMES:
         names = list(joints.group(g))
         params[f"joints.{g}"] = names if names else [""]
@@ -147,9 +154,13 @@ def _node_params(checkpoint: str, opts: ReplayOptions, cams: dict[str, str], cam
     return params
 
 
-def run_replay_eval(bag: str | Path, checkpoint: str | Path, out: str | Path,
-                    options: ReplayOptions | None = None, log: Callable[[str], None] | None = None
-                    ) -> ReplayResult:
+def run_replay_eval(
+    bag: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    options: ReplayOptions | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ReplayResult:
     opts = options or ReplayOptions()
     say = log or logger.info
     out = Path(out)
@@ -182,8 +193,9 @@ def run_replay_eval(bag: str | Path, checkpoint: str | Path, out: str | Path,
     params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=True))
 
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(opts.domain_id if opts.domain_id is not None
-                               else random.SystemRandom().randint(1, 101))
+    env["ROS_DOMAIN_ID"] = str(
+        opts.domain_id if opts.domain_id is not None else random.SystemRandom().randint(1, 101)
+    )
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env["ROS_LOG_DIR"] = str(work / "logs" / "ros")
@@ -196,22 +208,55 @@ def run_replay_eval(bag: str | Path, checkpoint: str | Path, out: str | Path,
     t0 = time.monotonic()
     try:
         say(f"replay-eval: starting {NODE_NAME} (ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, use_sim_time)")
-        node = _Child("node", [py, "-m", "vla_policy_node.node", "--ros-args", "--params-file",
-                               str(params_file)], env, work / "logs")
+        node = _Child(
+            "node",
+            [py, "-m", "vla_policy_node.node", "--ros-args", "--params-file", str(params_file)],
+            env,
+            work / "logs",
+        )
         children.append(node)
         if not node.wait_for("configured ", opts.startup_timeout):
             raise ReplayError(f"{NODE_NAME} did not configure: {node.last_line()}")
         say(f"replay-eval: node configured in {time.monotonic() - t0:.1f} s; starting the recorder")
-        rec = _Child("recorder", [py, "-m", "vla_policy_node.bag_cli", "record", "--out", str(out_bag),
-                                  "--use-sim-time", *node_topics], env, work / "logs")
+        rec = _Child(
+            "recorder",
+            [
+                py,
+                "-m",
+                "vla_policy_node.bag_cli",
+                "record",
+                "--out",
+                str(out_bag),
+                "--use-sim-time",
+                *node_topics,
+            ],
+            env,
+            work / "logs",
+        )
         children.append(rec)
         for t in node_topics:
             if not rec.wait_for(f"subscribed {t} ", 30.0):
                 raise ReplayError(f"the recorder did not subscribe to {t}: {rec.last_line()}")
         say(f"replay-eval: playing {bag} with /clock at rate {opts.rate:g}")
-        play = _Child("player", [py, "-m", "vla_policy_node.bag_cli", "play", str(bag), "--clock",
-                                 "--rate", str(opts.rate), "--delay", "1.0", "--exclude", *gt_topics],
-                      env, work / "logs")
+        play = _Child(
+            "player",
+            [
+                py,
+                "-m",
+                "vla_policy_node.bag_cli",
+                "play",
+                str(bag),
+                "--clock",
+                "--rate",
+                str(opts.rate),
+                "--delay",
+                "1.0",
+                "--exclude",
+                *gt_topics,
+            ],
+            env,
+            work / "logs",
+        )
         children.append(play)
         limit = max(30.0, opts.timeout - (time.monotonic() - t0))
         try:
@@ -235,20 +280,36 @@ def run_replay_eval(bag: str | Path, checkpoint: str | Path, out: str | Path,
     except EpisodeBagError as exc:
         raise ReplayError(f"cannot read the node's output bag: {one_line(exc)}") from exc
     report.update(
-        bag=str(bag), policy=f"{model_cfg.name} ({checkpoint})",
-        episode={"task": meta.task, "instruction": meta.instruction, "embodiment": meta.embodiment,
-                 "success": meta.success},
+        bag=str(bag),
+        policy=f"{model_cfg.name} ({checkpoint})",
+        episode={
+            "task": meta.task,
+            "instruction": meta.instruction,
+            "embodiment": meta.embodiment,
+            "success": meta.success,
+        },
         ground_truth={g: gt.sources.get(g, "") for g in joints.active_groups},
-        config={"seed": opts.seed, "blending": opts.blending, "rate": opts.rate,
-                "control_period_s": float(model_cfg.dt)},
+        config={
+            "seed": opts.seed,
+            "blending": opts.blending,
+            "rate": opts.rate,
+            "control_period_s": float(model_cfg.dt),
+        },
     )
     timing["replay_wall_s"] = wall
     paths = write_report(out, report, timing, series, joints, lat, None)
     return ReplayResult(report, timing, paths)
 
 
-def _score(out_bag: Path, gt: Any, joints: Any, controllers: dict[str, str], model_cfg: Any,
-           t_start: float, t_end: float) -> tuple[dict[str, Any], dict[str, Any], tuple, list[float]]:
+def _score(
+    out_bag: Path,
+    gt: Any,
+    joints: Any,
+    controllers: dict[str, str],
+    model_cfg: Any,
+    t_start: float,
+    t_end: float,
+) -> tuple[dict[str, Any], dict[str, Any], tuple, list[float]]:
     period = float(model_cfg.dt)
     groups = joints.active_groups
     sizes = {g: len(joints.group(g)) for g in groups}
@@ -259,17 +320,19 @@ def _score(out_bag: Path, gt: Any, joints: Any, controllers: dict[str, str], mod
     topic_group = {command_topic(controllers[g]): g for g in groups}
     with EpisodeBagReader(out_bag) as reader:
         have = reader.topics()
-        for m in reader.messages(topics=[t for t in [*topic_group, f"/{NODE_NAME}/action_chunk"] if t in have]):
+        for m in reader.messages(
+            topics=[t for t in [*topic_group, f"/{NODE_NAME}/action_chunk"] if t in have]
+        ):
             if m.topic in topic_group:
                 g = topic_group[m.topic]
                 cmd[g][0].append(m.time)
                 cmd[g][1].append(np.asarray(m.msg.data, dtype=np.float64)[: sizes[g]])
             else:
-                chunk_t.append(stamp_to_sec(m.msg.header.stamp) and m.time)
+                chunk_t.append(m.time)
                 chunk_ids.append(int(m.msg.chunk_id))
                 d = m.msg.inference_latency
                 latencies.append(float(d.sec) + float(d.nanosec) * 1e-9)
-    n = int(math.floor((t_end - t_start) / period + 1e-9)) + 1
+    n = math.floor((t_end - t_start) / period + 1e-9) + 1
     times = t_start + np.arange(n) * period
     predicted = np.full((n, joints.state_dim), np.nan)
     col = 0
@@ -302,7 +365,3 @@ def _score(out_bag: Path, gt: Any, joints: Any, controllers: dict[str, str], mod
     if not any(cmd[g][0] for g in groups):
         raise EvalError("the node published no commands during the replay (see OUT/replay/logs/node.log)")
     return report, timing, (times, predicted, recorded), latencies
-
-
-def temp_domain_dir() -> str:
-    return tempfile.mkdtemp(prefix="vla_replay_")

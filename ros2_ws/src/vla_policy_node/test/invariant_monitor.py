@@ -1,0 +1,279 @@
+"""An independent invariant monitor for the node's outputs: every command topic, ``~/action_chunk`` and
+``~/status``. Used by the node tests (through ``node_harness.Harness``), the reliability scenarios and the
+soak script (``scripts/soak.sh``).
+
+Invariants checked on every message (as the node's ``SafetyFilter`` defines them):
+- forward commands (``<group>_controller/commands``): the group's size, finite, within the position limits,
+  and at most ``max_step`` from the previous command of the group (per control tick) unless within
+  ``max_step`` of the measured position (a ramp from the measured position after (re)activation);
+- trajectories (``<group>_controller/joint_trajectory``): the group's joint names, every point finite and
+  within the limits, ``time_from_start`` increasing, consecutive points at most
+  ``max_step * max(1, dt_points / control_period)`` apart, and the first point within that of the measured
+  position (with one extra point of slack for the robot moving while the message is in flight);
+- action chunks: the group's joint names and finite values (raw model output: limits are not applied);
+- no command while the node is inactive or holding (status not RUNNING), except the hold command itself:
+  a forward command that repeats the previous one (or equals the measured position), or a one-point
+  trajectory. A status race is tolerated: a non-hold command counts only when the statuses received
+  before and after it both say not RUNNING.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+RUNNING = 2
+STATE_NAMES = {0: "UNCONFIGURED", 1: "READY", 2: "RUNNING", 3: "HOLDING", 4: "FAULT"}
+MAX_KEPT = 200  # violation texts kept (all are counted)
+
+
+class InvariantMonitor:
+    def __init__(
+        self,
+        node: Any,
+        group_joints: Mapping[str, Sequence[str]],
+        *,
+        lower: float,
+        upper: float,
+        max_step: float,
+        control_period: float,
+        node_name: str = "vla_policy_node",
+        measured: Callable[[str], Sequence[float] | None] | None = None,
+        on_command: Callable[[str, list[float]], None] | None = None,
+        on_trajectory: Callable[[str, Any], None] | None = None,
+        lock: Any = None,
+        tol: float = 1e-6,
+        keep_history: int = 100_000,
+    ) -> None:
+        from std_msgs.msg import Float64MultiArray
+        from trajectory_msgs.msg import JointTrajectory
+        from vla_msgs.msg import ActionChunk, PolicyStatus
+
+        self.group_joints = {g: tuple(j) for g, j in group_joints.items()}
+        self.lower, self.upper, self.max_step = lower, upper, max_step
+        self.control_period = control_period
+        self.measured = measured
+        self.on_command = on_command
+        self.on_trajectory = on_trajectory
+        self.tol = tol
+        self.keep_history = keep_history
+        self.lock = lock if lock is not None else threading.RLock()
+        self.commands: dict[str, list[tuple[float, list[float]]]] = {g: [] for g in self.group_joints}
+        self.trajectories: dict[str, list[Any]] = {g: [] for g in self.group_joints}
+        self.chunks: list[Any] = []
+        self.statuses: list[Any] = []
+        self.counts: dict[str, int] = {}
+        self.violations: list[str] = []
+        self.violation_count = 0
+        self._last_cmd: dict[str, list[float]] = {}
+        self._pending: list[str] = []  # non-hold commands seen while the last status was not RUNNING
+        self._last_state: int | None = None
+        self._last_kind: dict[str, str] = {}  # group -> "hold" | "move" (the last command's kind)
+        for group in self.group_joints:
+            node.create_subscription(
+                Float64MultiArray,
+                f"/{group}_controller/commands",
+                lambda m, g=group: self._on_command(g, m),
+                100,
+            )
+            node.create_subscription(
+                JointTrajectory,
+                f"/{group}_controller/joint_trajectory",
+                lambda m, g=group: self._on_trajectory(g, m),
+                100,
+            )
+        node.create_subscription(ActionChunk, f"/{node_name}/action_chunk", self._on_chunk, 10)
+        node.create_subscription(PolicyStatus, f"/{node_name}/status", self._on_status, 10)
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+    @property
+    def messages_checked(self) -> int:
+        with self.lock:
+            return sum(self.counts.values())
+
+    def _violation(self, text: str) -> None:
+        self.violation_count += 1
+        if len(self.violations) < MAX_KEPT:
+            self.violations.append(text)
+
+    def _count(self, topic: str) -> None:
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def _values_ok(self, what: str, values: Sequence[float], expected_len: int) -> bool:
+        ok = True
+        if len(values) != expected_len:
+            self._violation(f"{what}: {len(values)} values, expected {expected_len}")
+            ok = False
+        for v in values:
+            if not math.isfinite(v):
+                self._violation(f"{what}: non-finite value {v}")
+                ok = False
+            elif v < self.lower - self.tol or v > self.upper + self.tol:
+                self._violation(f"{what}: value {v} outside [{self.lower}, {self.upper}]")
+                ok = False
+        return ok
+
+    def _measured(self, group: str) -> list[float] | None:
+        if self.measured is None:
+            return None
+        m = self.measured(group)
+        return None if m is None else [float(v) for v in m]
+
+    @staticmethod
+    def _dist(a: Sequence[float], b: Sequence[float]) -> float:
+        return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
+
+    def _not_running(self) -> bool:
+        return self._last_state is not None and self._last_state != RUNNING
+
+    def _note_command(self, what: str, is_hold: bool) -> None:
+        if not is_hold and self._not_running():
+            self._pending.append(f"{what} while {STATE_NAMES.get(self._last_state, self._last_state)}")
+
+    # --- callbacks -------------------------------------------------------------------------------
+    def _on_command(self, group: str, msg: Any) -> None:
+        now = time.monotonic()
+        values = [float(v) for v in msg.data]
+        with self.lock:
+            self._count(f"{group}/commands")
+            what = f"{group} command"
+            ok = self._values_ok(what, values, len(self.group_joints[group]))
+            prev = self._last_cmd.get(group)
+            measured = self._measured(group)
+            is_hold = False
+            if ok:
+                step_prev = (
+                    self._dist(values, prev) if prev is not None and len(prev) == len(values) else None
+                )
+                step_meas = (
+                    self._dist(values, measured)
+                    if measured is not None and len(measured) == len(values)
+                    else None
+                )
+                is_hold = (step_prev is not None and step_prev <= self.tol) or (
+                    step_meas is not None and step_meas <= self.tol
+                )
+                limit = self.max_step + self.tol
+                if step_prev is not None and step_prev > limit and (step_meas is None or step_meas > limit):
+                    self._violation(f"{what}: step {step_prev:.4f} > max_step {self.max_step}")
+            self._note_command(what, is_hold)
+            self._last_cmd[group] = values
+            hist = self.commands[group]
+            hist.append((now, values))
+            if len(hist) > self.keep_history:
+                del hist[: len(hist) // 2]
+        if self.on_command is not None:
+            self.on_command(group, values)
+
+    def _on_trajectory(self, group: str, msg: Any) -> None:
+        with self.lock:
+            self._count(f"{group}/joint_trajectory")
+            what = f"{group} trajectory"
+            names = list(msg.joint_names)
+            if names != list(self.group_joints[group]):
+                self._violation(f"{what}: joint names {names}, expected {list(self.group_joints[group])}")
+            if not msg.points:
+                self._violation(f"{what}: no points")
+            prev_t, prev_p = 0.0, None
+            measured = self._measured(group)
+            for i, p in enumerate(msg.points):
+                pos = [float(v) for v in p.positions]
+                ok = self._values_ok(f"{what} point {i}", pos, len(self.group_joints[group]))
+                t = p.time_from_start.sec + p.time_from_start.nanosec * 1e-9
+                if i > 0 and t <= prev_t:
+                    self._violation(f"{what}: time_from_start not increasing at point {i}")
+                allow = self.max_step * max(1.0, (t - prev_t) / self.control_period) + self.tol
+                if not ok:
+                    prev_p = None
+                elif prev_p is not None and len(prev_p) == len(pos):
+                    step = self._dist(pos, prev_p)
+                    if step > allow:
+                        self._violation(
+                            f"{what}: step {step:.4f} > {allow:.4f} between points {i - 1} and {i}"
+                        )
+                elif i == 0 and measured is not None and len(measured) == len(pos):
+                    # one more point of slack: the robot moves while the message is in flight
+                    slack = allow if len(msg.points) < 2 else allow + self._point_allow(msg)
+                    step = self._dist(pos, measured)
+                    if step > slack:
+                        self._violation(
+                            f"{what}: first point {step:.4f} from the measured position (> {slack:.4f})"
+                        )
+                prev_t, prev_p = t, (pos if ok else None)
+            self._note_command(what, len(msg.points) == 1)
+            self.trajectories[group].append(msg)
+            if len(self.trajectories[group]) > self.keep_history:
+                del self.trajectories[group][: self.keep_history // 2]
+        if self.on_trajectory is not None:
+            self.on_trajectory(group, msg)
+
+    def _point_allow(self, msg: Any) -> float:
+        ts = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points[:2]]
+        return self.max_step * max(1.0, (ts[1] - ts[0]) / self.control_period)
+
+    def _on_chunk(self, msg: Any) -> None:
+        with self.lock:
+            self._count("action_chunk")
+            for group, joints in self.group_joints.items():
+                traj = getattr(msg, group, None)
+                if traj is None:
+                    continue
+                if list(traj.joint_names) != list(joints):
+                    self._violation(f"action_chunk {group}: joint names {list(traj.joint_names)}")
+                for p in traj.points:
+                    if not all(math.isfinite(v) for v in p.positions):
+                        self._violation(f"action_chunk {group}: non-finite action")
+                        break
+            self.chunks.append(msg)
+            if len(self.chunks) > self.keep_history:
+                del self.chunks[: self.keep_history // 2]
+
+    def _on_status(self, msg: Any) -> None:
+        with self.lock:
+            self._count("status")
+            state = int(msg.state)
+            if self._pending and state != RUNNING:
+                for text in self._pending:
+                    self._violation(f"non-hold {text}")
+            self._pending.clear()
+            self._last_state = state
+            self.statuses.append(msg)
+            if len(self.statuses) > self.keep_history:
+                del self.statuses[: self.keep_history // 2]
+
+    # --- queries ---------------------------------------------------------------------------------
+    def last_command_is_hold(self, group: str, measured: Sequence[float] | None = None) -> tuple[bool, str]:
+        """Whether the group's last command holds the robot: a one-point trajectory at the measured
+        position (trajectory mode) or a forward command equal to the one before it or to the measured
+        position (forward mode)."""
+        with self.lock:
+            trajs, cmds = self.trajectories[group], self.commands[group]
+            if trajs:
+                last = trajs[-1]
+                if len(last.points) != 1:
+                    return False, f"last {group} trajectory has {len(last.points)} points"
+                if measured is not None:
+                    d = self._dist(list(last.points[0].positions), list(measured))
+                    if d > self.max_step + self.tol:
+                        return False, f"last {group} trajectory is {d:.4f} from the measured position"
+                return True, "one-point trajectory"
+            if cmds:
+                last_v = cmds[-1][1]
+                if len(cmds) >= 2 and self._dist(last_v, cmds[-2][1]) <= self.tol:
+                    return True, "repeated command"
+                if measured is not None and self._dist(last_v, list(measured)) <= self.max_step + self.tol:
+                    return True, "at the measured position"
+                return False, f"last {group} command moves"
+            return False, f"no {group} command"
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "messages_checked": sum(self.counts.values()),
+                "violations": self.violation_count,
+                "per_topic": dict(sorted(self.counts.items())),
+                "violation_examples": list(self.violations[:10]),
+            }
