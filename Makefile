@@ -10,7 +10,7 @@ help:
 	@echo "make setup   - create .venv, install the pinned lock, build ros2_ws with colcon (idempotent)"
 	@echo "make test    - setup when needed, then lint, then the whole pytest suite"
 	@echo "make lint    - ruff check ."
-	@echo "make demo    - the main job (arrives with the replay issue)"
+	@echo "make demo    - the main job: a synthetic episode through the real node over DDS, with reports"
 	@echo "make soak    - long-running node soak (placeholder)"
 
 setup:
@@ -24,8 +24,7 @@ test: setup
 	@$(ENV) echo "lint: ruff check ." && ruff check . && python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	@if [ -x scripts/demo.sh ]; then $(ENV) scripts/demo.sh; \
-	else echo "make demo: not available yet; it arrives with the replay issue (synthetic episode -> node -> report)"; exit 2; fi
+	@$(ENV) scripts/demo.sh
 
 soak: setup
 	@if [ -x scripts/soak.sh ]; then $(ENV) scripts/soak.sh; \

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import pytest
 
-_MISSING = [m for m in ("launch", "launch_ros", "launch_testing", "launch_testing_ros")
-            if importlib.util.find_spec(m) is None]
+_MISSING = [
+    m
+    for m in ("launch", "launch_ros", "launch_testing", "launch_testing_ros")
+    if importlib.util.find_spec(m) is None
+]
 if _MISSING:
     pytest.skip(
         f"needs a ROS 2 Kilted install with {', '.join(_MISSING)} (not on PyPI; run in the docker/ image)",
         allow_module_level=True,
     )
 
-import launch  # noqa: E402
 import launch_testing  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
@@ -33,6 +35,8 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 from launch.substitutions import PathJoinSubstitution  # noqa: E402
 from launch_ros.substitutions import FindPackageShare  # noqa: E402
 from launch_testing_ros import WaitForTopics  # noqa: E402
+
+import launch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from node_harness import GROUP_JOINTS, Harness, node_params, write_params_file  # noqa: E402

@@ -22,9 +22,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 RUNNING, FAULT = 2, 4
 
 
-def _start(
-    tmp_path: Path, env: dict[str, str], fake: dict[str, Any], **params: Any
-) -> subprocess.Popen:
+def _start(tmp_path: Path, env: dict[str, str], fake: dict[str, Any], **params: Any) -> subprocess.Popen:
     """The node process with the scripted fake policy (see fake_policy_node.py)."""
     params_file = write_params_file(tmp_path / "params.yaml", node_params("fake", **params))
     child_env = dict(env, VLA_FAKE_POLICY=json.dumps(fake))
