@@ -44,6 +44,16 @@ class VisionGraph(nn.Module):
         return self.backbone.encode_images(pixel_values)
 
 
+class PromptVisionGraph(VisionGraph):
+    """CogVLA vision: pixel_values [N, 3, S, S], input_ids [B, L], attention_mask [B, L] -> vit_embeds
+    [N, tokens_per_image, llm_hidden]; the prompt conditions FiLM and the encoder router."""
+
+    def forward(  # type: ignore[override]
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.backbone.encode_images(pixel_values, input_ids, attention_mask)
+
+
 class LanguageGraph(nn.Module):
     """input_ids [B, L], attention_mask [B, L] bool, vit_embeds [N, patches, D] -> features [B, L, D_vl]."""
 
@@ -146,14 +156,19 @@ def plan_graphs(policy: VLAPolicy, cameras: int | None = None) -> list[GraphPlan
     else:
         llm_module, head_module = LanguageGraph(policy), VLHeadGraph(policy)
         head_outputs = ("vl_features", *cross_kv_names(policy))
-    return [
-        GraphPlan(
+    vision_plan = GraphPlan(
+        "vision", VisionGraph(policy), {"pixel_values": pixel_values}, {"pixel_values": vision_axes}, ("vit_embeds",)
+    )
+    if getattr(policy.model.backbone, "needs_prompt_for_vision", False):  # CogVLA FiLM / router
+        vision_plan = GraphPlan(
             "vision",
-            VisionGraph(policy),
-            {"pixel_values": pixel_values},
-            {"pixel_values": vision_axes},
+            PromptVisionGraph(policy),
+            {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": mask},
+            {"pixel_values": vision_axes, "input_ids": seq, "attention_mask": seq},
             ("vit_embeds",),
-        ),
+        )
+    return [
+        vision_plan,
         GraphPlan(
             "llm",
             llm_module,
@@ -244,6 +259,8 @@ def export_prefix(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     policy = VLAPolicy.from_checkpoint(checkpoint, dtype=DTYPES[dtype])
+    if hasattr(policy.model.backbone, "merge_lora"):  # CogVLA LoRA adapters: exported graphs carry none
+        policy.model.backbone.merge_lora()
     bb = policy.config.backbone
     out_dir.mkdir(parents=True, exist_ok=True)
     graphs = tuple(export_graph(plan, out_dir, opset) for plan in plan_graphs(policy, cameras))
@@ -255,7 +272,7 @@ def export_prefix(
         dtype=dtype,
         graphs=graphs,
         extra={
-            "image_tokens_per_camera": bb.vision.num_patches * bb.history_frames,
+            "image_tokens_per_camera": bb.tokens_per_image * bb.history_frames,
             "history_frames": bb.history_frames,
             "cameras": list(bb.cameras),
             "max_text_len": max_text_len or bb.max_text_tokens,

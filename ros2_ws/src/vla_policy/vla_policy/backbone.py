@@ -94,8 +94,17 @@ class EagleBackbone(nn.Module):
             nn.Linear(d, config.project_to_dim) if config.project_to_dim else nn.Identity()
         )
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """pixel_values [N, 3, S, S] -> vit_embeds [N, patches, llm_hidden] (SigLIP, then mlp1)."""
+    needs_prompt_for_vision = False  # CogVLABackbone: FiLM/router condition the ViT on the instruction
+
+    def encode_images(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """pixel_values [N, 3, S, S] -> vit_embeds [N, patches, llm_hidden] (SigLIP, then mlp1).
+
+        The prompt (input_ids, attention_mask [B, L]) is ignored here; CogVLABackbone conditions on it."""
         vision = self.eagle_model.vision_model(pixel_values=pixel_values).last_hidden_state
         return self.eagle_model.mlp1(vision)
 
@@ -144,3 +153,12 @@ class EagleBackbone(nn.Module):
     ) -> torch.Tensor:
         """-> backbone_features [B, L, output_dim]."""
         return self.encode_language(input_ids, attention_mask, self.encode_images(pixel_values))
+
+
+def build_backbone(config: BackboneConfig) -> EagleBackbone:
+    """EagleBackbone, or CogVLABackbone when ``config.cogvla`` is set (imported lazily: it subclasses this)."""
+    if config.cogvla is None:
+        return EagleBackbone(config)
+    from vla_policy.cogvla_backbone import CogVLABackbone
+
+    return CogVLABackbone(config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vla_policy.cogvla_config import CogVLAConfig
 from vla_policy.strict_config import require
 
 NORMALIZATION_MODES = ("min_max", "mean_std", "identity")
@@ -111,6 +112,7 @@ class BackboneConfig:
     bos_token: str | None = "<bos>"
     tune_visual: bool = False
     tune_llm: bool = False
+    cogvla: CogVLAConfig | None = None  # CogVLA prefix options (seeds 002/003); None -> GR00T prefix
 
     def __post_init__(self) -> None:
         require(len(self.cameras) >= 1, "backbone.cameras must name at least one camera")
@@ -129,6 +131,8 @@ class BackboneConfig:
             self.project_to_dim is None or self.project_to_dim > 0,
             f"backbone.project_to_dim must be positive or null, got {self.project_to_dim}",
         )
+        if self.cogvla is not None:
+            self.cogvla.check(self.language.select_layer, self.vision.image_size, self.vision.patch_size)
 
     @property
     def output_dim(self) -> int:
@@ -137,8 +141,14 @@ class BackboneConfig:
 
     @property
     def num_image_tokens(self) -> int:
-        """Image tokens per observation: cameras x history frames x patches."""
-        return len(self.cameras) * self.history_frames * self.vision.num_patches
+        """Image tokens per observation: cameras x history frames x tokens per image."""
+        return len(self.cameras) * self.history_frames * self.tokens_per_image
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Prompt tokens per image: the patches, or CogVLA's aggregation tokens when those are on."""
+        n = self.vision.num_patches
+        return self.cogvla.tokens_per_image(n) if self.cogvla is not None else n
 
 
 @dataclass(frozen=True)

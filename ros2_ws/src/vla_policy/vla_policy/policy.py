@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vla_policy.action_head import FlowMatchingActionHead
-from vla_policy.backbone import EagleBackbone
+from vla_policy.backbone import build_backbone
 from vla_policy.checkpoint import check_keys, load_checkpoint, save_checkpoint
 from vla_policy.config import ModelConfig
 from vla_policy.flow_matching import RTCGuidance, make_rtc_target
@@ -85,7 +85,7 @@ class VLAModel(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.backbone = EagleBackbone(config.backbone)
+        self.backbone = build_backbone(config.backbone)  # CogVLABackbone when backbone.cogvla is set
         self.action_head = build_expert(config)
         if hasattr(self.action_head, "attach_backbone"):  # layer-KV experts run the LLM layers themselves
             self.action_head.attach_backbone(self.backbone)
@@ -266,7 +266,8 @@ class VLAPolicy:
         inputs = self.prepare_inputs(observations)
         t1 = self.clock()
         backend = self.prefix_backend
-        vit = backend.vision(inputs["pixel_values"])
+        # the prompt conditions the ViT only for CogVLA (FiLM/router); other backbones ignore it
+        vit = backend.vision(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"])
         t2 = self.clock()
         feats = backend.language(inputs["input_ids"], inputs["attention_mask"], vit)
         t3 = self.clock()
@@ -366,7 +367,7 @@ class VLAPolicy:
         bb = self.model.backbone
         if getattr(self.expert, "uses_layer_kv", False):  # deep_fusion / kv_cache_expert: LLM inputs
             with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.tune_visual):
-                vit = bb.encode_images(batch["pixel_values"])
+                vit = bb.encode_images(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
             embeds = self.expert.embed_prefix(batch["input_ids"], batch["attention_mask"], vit)
             prefix = self.expert.prepare_prefix(embeds, batch["attention_mask"], with_cross_kv=False)
             return self.expert.compute_loss(
@@ -376,7 +377,7 @@ class VLAPolicy:
             hidden = batch["llm_hidden"]  # precomputed by :meth:`cache_backbone` (frozen backbone)
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.tune_visual):
-                vit = bb.encode_images(batch["pixel_values"])
+                vit = bb.encode_images(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
             with torch.set_grad_enabled(torch.is_grad_enabled() and (cfg.tune_llm or cfg.tune_visual)):
                 hidden = bb.llm_hidden(batch["input_ids"], batch["attention_mask"], vit)
         feats = bb.eagle_linear(hidden)  # trainable regardless of the backbone flags
@@ -390,7 +391,9 @@ class VLAPolicy:
         if self.config.backbone.tune_visual or self.config.backbone.tune_llm:
             raise ValueError("cache_backbone needs tune_visual and tune_llm off")
         with torch.no_grad():
-            vit = self.model.backbone.encode_images(batch["pixel_values"])
+            vit = self.model.backbone.encode_images(
+                batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
+            )
             hidden = self.model.backbone.llm_hidden(batch["input_ids"], batch["attention_mask"], vit)
         return {**batch, "llm_hidden": hidden}
 

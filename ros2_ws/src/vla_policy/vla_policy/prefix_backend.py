@@ -33,8 +33,14 @@ class PrefixBackend:
     name = "abstract"
     skipped: tuple[str, ...] = ()  # "<backend>: <reason>" for each backend tried before this one
 
-    def vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """pixel_values [N, 3, S, S] -> vit_embeds [N, patches, D_llm]."""
+    def vision(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """pixel_values [N, 3, S, S] -> vit_embeds [N, patches, D_llm]; the prompt [B, L] is used only by
+        CogVLA's instruction-conditioned vision (FiLM, router)."""
         raise NotImplementedError
 
     def language(
@@ -57,8 +63,13 @@ class TorchPrefixBackend(PrefixBackend):
         self._backbone = policy.model.backbone
         self._expert = policy.expert
 
-    def vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self._backbone.encode_images(pixel_values)
+    def vision(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self._backbone.encode_images(pixel_values, input_ids, attention_mask)
 
     def language(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vit: torch.Tensor
@@ -88,8 +99,17 @@ class GraphPrefixBackend(PrefixBackend):
             k: v.to(self._device, self._dtype) if v.is_floating_point() else v for k, v in outputs.items()
         }
 
-    def vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self._run("vision", pixel_values=pixel_values)["vit_embeds"]
+    def vision(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if input_ids is None or "input_ids" not in self._runners["vision"].input_names:
+            return self._run("vision", pixel_values=pixel_values)["vit_embeds"]
+        # a CogVLA vision graph also takes the prompt (instruction-conditioned FiLM / router)
+        out = self._run("vision", pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
+        return out["vit_embeds"]
 
     def language(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vit: torch.Tensor

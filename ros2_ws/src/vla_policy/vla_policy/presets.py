@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from vla_policy.cogvla_config import CogVLAConfig, DinoV2Config
 from vla_policy.config import (
     ActionHeadConfig,
     BackboneConfig,
@@ -176,6 +177,41 @@ def alpamayo() -> ModelConfig:
     )
 
 
+def tiny_cogvla() -> ModelConfig:
+    """``tiny`` with every CogVLA prefix option (seeds 002/003): FiLM, 4 aggregation tokens per image
+    (16 -> 4, CogVLA's 256 -> 64 ratio), SigLIP + DINOv2 with a router, and pruning of the image tokens
+    to 1/2 before LLM layer 1 (the tiny LLM has 2 layers)."""
+    base = tiny()
+    cog = CogVLAConfig(
+        film=True,
+        aggregation_tokens=4,
+        dual_encoder=True,
+        dino=DinoV2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=16),
+        prune_layers=(1,),
+        prune_keep_ratios=(0.5,),
+    )
+    return dataclasses.replace(base, name="tiny-cogvla", backbone=dataclasses.replace(base.backbone, cogvla=cog))
+
+
+def groot_n15_cogvla() -> ModelConfig:
+    """``groot-n1.5`` with CogVLA's full-size options: 64 aggregation tokens per image (256 -> 64), FiLM,
+    SigLIP + DINOv2-L/14 at 224 (256 patches, as SigLIP's grid) with a router, and pruning at LLM layers
+    3/6/9 keeping 75/50/25 % of the image tokens."""
+    base = groot_n15()
+    cog = CogVLAConfig(
+        film=True,
+        aggregation_tokens=64,
+        dual_encoder=True,
+        dino=DinoV2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4, patch_size=14),
+        router_hidden=2048,
+        prune_layers=(3, 6, 9),
+        prune_keep_ratios=(0.75, 0.5, 0.25),
+    )
+    return dataclasses.replace(
+        base, name="groot-n1.5-cogvla", backbone=dataclasses.replace(base.backbone, cogvla=cog)
+    )
+
+
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
     "groot-n1.5": groot_n15,
@@ -183,6 +219,8 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "pi0": pi0,
     "alpamayo-tiny": alpamayo_tiny,
     "alpamayo": alpamayo,
+    "tiny-cogvla": tiny_cogvla,
+    "groot-n1.5-cogvla": groot_n15_cogvla,
 }
 
 

@@ -26,6 +26,7 @@ class FakePolicy:
         self.warm_calls = 1
         self.lock = threading.Lock()
         self.name = "fake@000000000000"
+        self.prefix_backend = SimpleNamespace(name="fake", skipped=())
         self.config = SimpleNamespace(
             backbone=SimpleNamespace(
                 cameras=CAMERAS, history_frames=1, vision=SimpleNamespace(image_size=IMAGE_SIZE)

@@ -94,7 +94,8 @@ class ReliabilityReport:
         lines = [
             f"# Reliability report ({d['kind']})",
             "",
-            f"Generated {d['generated']} on {d['machine']}; {d['duration_s']} s. Scenarios: {d['passed']} passed,"
+            f"Generated {d['generated']} on {d['machine']}; {d['duration_s']} s. "
+            f"Scenarios: {d['passed']} passed,"
             f" {d['failed']} failed. Invariant monitor: **{d['messages_checked']} messages checked, "
             f"{d['violations']} violations**.",
             "",

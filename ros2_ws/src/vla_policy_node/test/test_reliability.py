@@ -360,10 +360,10 @@ class TestFakeBackendFaults:
     ) -> Iterator[tuple[subprocess.Popen, Harness]]:
         tmp = tmp_path_factory.mktemp("reliability_fake")
         # chunk 8 x 0.05 s = 0.4 s, refill at 0.2 s left, inference 0.35 s: always late; 2 raising calls
-        fake = {"horizon": 8, "delay": 0.35, "fail_calls": 2}
-        proc = _fake_node(tmp, module_ros_env, fake, output_mode="trajectory")
-        harness = Harness()
+        fake = {"horizon": 8, "delay": 0.35, "fail_calls": 3}
+        harness = Harness()  # first: the harness sees the node's first statuses
         harness.publish_instruction(INSTRUCTION)
+        proc = _fake_node(tmp, module_ros_env, fake, output_mode="trajectory")
         try:
             yield proc, harness
         finally:
@@ -371,7 +371,7 @@ class TestFakeBackendFaults:
 
     def test_backend_raises(self, system) -> None:
         proc, h = system
-        with REPORT.scenario("backend_raises", h.monitor, "the first 2 inferences raise") as notes:
+        with REPORT.scenario("backend_raises", h.monitor, "the first 3 inferences raise") as notes:
             fault = h.wait_status(lambda s: s.state == FAULT and "scripted failure" in s.reason, 60.0)
             assert fault is not None and "retrying" in fault.reason
             notes.append(f"FAULT: {fault.reason[:80]}")
@@ -395,9 +395,8 @@ class TestFakeBackendFaults:
             "sigint_during_inference", h.monitor, "SIGINT with a 0.35 s inference in flight (trajectory)"
         ) as notes:
             assert h.wait_status(lambda s: s.state == RUNNING, 30.0) is not None
-            n = sum(len(t) for t in h.trajectories.values())
-            assert h.wait_for(lambda: sum(len(t) for t in h.trajectories.values()) > n, 10.0)
-            time.sleep(0.1)  # the next inference is in flight
+            assert h.wait_for(lambda: all(h.trajectories.values()), 10.0)
+            time.sleep(0.2)  # refills never stop with a 0.35 s inference: one is in flight
             notes += _signal_and_check(proc, h, signal.SIGINT)
 
 
@@ -406,8 +405,8 @@ class TestSimTimeClockJump:
     def test_clock_backwards(self, module_ros_env: dict[str, str], tmp_path: Path) -> None:
         from rosgraph_msgs.msg import Clock
 
-        proc = _fake_node(tmp_path, module_ros_env, {"horizon": 8}, output_mode="forward", use_sim_time=True)
         h = Harness(use_sim_time=True)
+        proc = _fake_node(tmp_path, module_ros_env, {"horizon": 8}, output_mode="forward", use_sim_time=True)
         pub = h.node.create_publisher(Clock, "/clock", 10)
         sim = {"t": 1000.0}
         stop = threading.Event()
@@ -451,8 +450,8 @@ def _rss_kb(pid: int) -> int:
 
 class TestLifecycleCycles:
     def test_50_cycles_bounded_rss(self, module_ros_env: dict[str, str], tmp_path: Path) -> None:
-        proc = _fake_node(tmp_path, module_ros_env, {"horizon": 8}, output_mode="forward", autostart=False)
         h = Harness()
+        proc = _fake_node(tmp_path, module_ros_env, {"horizon": 8}, output_mode="forward", autostart=False)
         h.publish_instruction(INSTRUCTION)
         try:
             with REPORT.scenario(

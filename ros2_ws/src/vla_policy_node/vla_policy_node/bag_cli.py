@@ -2,6 +2,7 @@
 
     vla-bag sample --out BAG [--duration S] [--seed N] [--storage mcap|sqlite3] ...
     vla-bag record --out BAG [TOPIC ...] [--exclude T ...] [--use-sim-time] [--task ...] [--duration S]
+                    [--stats-json PATH]
     vla-bag play BAG [--rate R] [--loop] [--start-offset S] [--clock] [--topics T ...] [--exclude T ...]
     vla-bag replay-eval --bag BAG --checkpoint DIR --out DIR [--seed N] [--blending ...]
 
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from vla_policy.episode_bag import EpisodeBagError, one_line
@@ -122,8 +124,18 @@ def cmd_record(args: argparse.Namespace) -> int:
         _out(f"recording to {args.out} ({what})")
         deadline = time.monotonic() + args.duration if args.duration > 0 else None
         spin_until(executor, stop, deadline)
-        drain(executor, 0.3)
+        _out(f"stopping: draining {recorder.queued} queued messages and what is still in flight")
+        drain(executor, 0.3, recorder)
         counts = recorder.close()
+        stats = recorder.stats()
+        for topic, st in stats["topics"].items():
+            _out(f"  {topic}: received {st['received']}, written {st['written']}, {st['bytes'] / 1e6:.1f} MB")
+        _out(
+            f"write rate {stats['write_mb_per_s']:.1f} MB/s, queue high-water {stats['max_queued_messages']} "
+            f"messages ({stats['max_queued_mb']:.1f} MB), finalised in {stats['finalise_s']:.2f} s"
+        )
+        if args.stats_json:
+            Path(args.stats_json).write_text(json.dumps(stats, indent=1) + "\n")
         _out(f"recorded {sum(counts.values())} messages to {args.out}: {json.dumps(counts)}")
     finally:
         if recorder is not None:
@@ -234,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embodiment", default="")
     p.add_argument("--success", choices=("true", "false", "unknown"), default="unknown")
     p.add_argument("--node-name", default="vla_bag_recorder")
+    p.add_argument("--stats-json", default=None, help="write the per-topic counts and write rate here")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser(

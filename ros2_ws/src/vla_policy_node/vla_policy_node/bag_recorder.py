@@ -4,15 +4,21 @@
   ``serialize_message`` adds trailing bytes that rosbags refuses).
 - Topics are discovered from the graph (types and the publishers' QoS); each topic's offered QoS goes into
   ``metadata.yaml``. The subscription matches the publishers: reliable when all of them are reliable,
-  transient local when all of them are.
+  transient local when all of them are. Reliable topics are subscribed with KEEP_ALL history (the reader
+  never overwrites a sample it has not handed over; a slow reader throttles the publisher instead of losing
+  data); best-effort topics with KEEP_LAST of a large depth.
+- Intake never waits on disk: a subscription callback only stamps the message and puts ``(topic, stamp,
+  bytes)`` on an unbounded queue; a dedicated writer thread empties it into the bag.
 - Timestamps are the receive time on the node clock (``use_sim_time`` gives bag time from ``/clock``).
-- ``stop()`` (SIGINT / SIGTERM in the CLI) drains what has arrived, then closes the bag: metadata.yaml is
-  written and the storage file is complete.
+- ``close()`` (after SIGINT / SIGTERM in the CLI and ``drain``) stops the subscriptions, lets the writer
+  thread write everything still queued, then closes the bag: metadata.yaml is written and the storage file
+  is complete. ``stats()`` gives the per-topic counts (received, written), bytes and the write rate.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +31,9 @@ from vla_policy_node.bag_player import message_class
 
 logger = logging.getLogger(__name__)
 
-RECORD_DEPTH = 1000  # history depth of reliable subscriptions (no loss under bursts)
+RECORD_DEPTH = 1000  # history depth of best-effort subscriptions (reliable ones keep all)
+
+_STOP = object()  # the writer thread's end-of-queue marker
 
 
 def rosbags_qos(profile: Any) -> Any:
@@ -74,21 +82,42 @@ class BagRecorder:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.node = node
+        self.out = Path(out)
         self.topics = tuple(topics)
         self.exclude = set(exclude)
         self.log = log or logger.info
         self.writer = EpisodeBagWriter(out, storage=storage, custom_data=custom_data)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # intake state: _closed, received, queue statistics
+        self._write_lock = threading.Lock()  # the bag writer (add_topic from discovery, writes from the thread)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._subs: dict[str, Any] = {}
         self._skipped: set[str] = set()
         self.received: dict[str, int] = {}
+        self.bytes_written: dict[str, int] = {}
+        self._queued = 0  # messages received and not yet written
+        self._queued_bytes = 0
+        self.max_queued = 0
+        self.max_queued_bytes = 0
+        self.last_intake = time.monotonic()
+        self.error: BaseException | None = None
         self._closed = False
+        self._t_start = time.monotonic()
+        self._t_first_write: float | None = None
+        self._t_last_write: float | None = None
+        self._close_s = 0.0
+        self._thread = threading.Thread(target=self._write_loop, name="bag-writer", daemon=True)
+        self._thread.start()
         self._timer = node.create_timer(discovery_period, self.discover)
         self.discover()
 
     @property
     def subscribed(self) -> tuple[str, ...]:
         return tuple(self._subs)
+
+    @property
+    def queued(self) -> int:
+        """Messages received and not yet written."""
+        return self._queued
 
     def discover(self) -> None:
         if self._closed:
@@ -115,7 +144,8 @@ class BagRecorder:
         try:
             cls = message_class(msgtype)
             qos = [rosbags_qos(p) for p in offered] or [make_qos()]
-            self.writer.add_topic(topic, msgtype, qos)
+            with self._write_lock:
+                self.writer.add_topic(topic, msgtype, qos)
         except Exception as exc:
             self.log(f"skipping {topic}: {exc}")
             self._skipped.add(topic)
@@ -123,12 +153,14 @@ class BagRecorder:
         reliable = all(p.reliability == ReliabilityPolicy.RELIABLE for p in offered)
         latched = all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in offered)
         profile = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=RECORD_DEPTH if reliable else 100,
+            history=HistoryPolicy.KEEP_ALL if reliable else HistoryPolicy.KEEP_LAST,
+            depth=RECORD_DEPTH,
             reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
         )
-        self.received[topic] = 0
+        with self._lock:
+            self.received[topic] = 0
+            self.bytes_written[topic] = 0
         self._subs[topic] = self.node.create_subscription(
             cls, topic, lambda data, t=topic: self._on_message(t, data), profile, raw=True
         )
@@ -138,23 +170,87 @@ class BagRecorder:
         )
 
     def _on_message(self, topic: str, data: bytes) -> None:
+        """Subscription callback: stamp and enqueue, never touch the disk."""
         stamp = self.node.get_clock().now().nanoseconds
         with self._lock:
             if self._closed:
                 return
-            self.writer.write_raw(topic, stamp, data)
             self.received[topic] += 1
+            self._queued += 1
+            self._queued_bytes += len(data)
+            self.max_queued = max(self.max_queued, self._queued)
+            self.max_queued_bytes = max(self.max_queued_bytes, self._queued_bytes)
+            self.last_intake = time.monotonic()
+        self._queue.put((topic, stamp, data))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            topic, stamp, data = item
+            if self.error is None:
+                try:
+                    with self._write_lock:
+                        self.writer.write_raw(topic, stamp, data)
+                    now = time.monotonic()
+                    if self._t_first_write is None:
+                        self._t_first_write = now
+                    self._t_last_write = now
+                    self.bytes_written[topic] += len(data)
+                except BaseException as exc:  # disk full, ...: keep draining the queue, report at close
+                    self.error = exc
+                    self.log(f"error: writing {topic} failed: {exc}")
+            with self._lock:
+                self._queued -= 1
+                self._queued_bytes -= len(data)
 
     def close(self) -> dict[str, int]:
+        """Stop intake, write everything queued, finalise the bag. Returns the written counts per topic."""
         with self._lock:
             if self._closed:
                 return dict(self.writer.counts)
             self._closed = True
-            self.node.destroy_timer(self._timer)
-            for sub in self._subs.values():
-                self.node.destroy_subscription(sub)
+        t0 = time.monotonic()
+        self.node.destroy_timer(self._timer)
+        for sub in self._subs.values():
+            self.node.destroy_subscription(sub)
+        self._queue.put(_STOP)
+        self._thread.join()
+        with self._write_lock:
             self.writer.close()
+        self._close_s = time.monotonic() - t0
+        if self.error is not None:
+            raise RuntimeError(f"recording to {self.out} failed: {self.error}") from self.error
         return dict(self.writer.counts)
+
+    def stats(self) -> dict[str, Any]:
+        """Per-topic received/written counts and bytes, the write rate and the queue's high-water mark."""
+        written = dict(self.writer.counts)
+        total_bytes = sum(self.bytes_written.values())
+        t_first, t_last = self._t_first_write, self._t_last_write
+        span = (t_last - t_first) if t_first is not None and t_last is not None else 0.0
+        return {
+            "bag": str(self.out),
+            "topics": {
+                t: {
+                    "received": self.received.get(t, 0),
+                    "written": written.get(t, 0),
+                    "bytes": self.bytes_written.get(t, 0),
+                }
+                for t in sorted(set(self.received) | set(written))
+            },
+            "received": sum(self.received.values()),
+            "written": sum(written.values()),
+            "lost_in_recorder": sum(self.received.values()) - sum(written.values()),
+            "bytes_written": total_bytes,
+            "elapsed_s": round(time.monotonic() - self._t_start, 3),
+            "write_mb_per_s": round(total_bytes / span / 1e6, 2) if span > 0 else 0.0,
+            "max_queued_messages": self.max_queued,
+            "max_queued_mb": round(self.max_queued_bytes / 1e6, 2),
+            "finalise_s": round(self._close_s, 3),
+            "error": None if self.error is None else str(self.error),
+        }
 
 
 def spin_until(executor: Any, stop: threading.Event, deadline: float | None = None) -> None:
@@ -164,8 +260,17 @@ def spin_until(executor: Any, stop: threading.Event, deadline: float | None = No
         executor.spin_once(timeout_sec=0.05)
 
 
-def drain(executor: Any, seconds: float = 0.5) -> None:
-    """Handle what has already arrived (without waiting for new traffic beyond ``seconds``)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+def drain(
+    executor: Any, seconds: float = 0.5, recorder: BagRecorder | None = None, max_seconds: float = 30.0
+) -> None:
+    """Handle what has already arrived: spin for ``seconds``, and with a ``recorder``, go on until nothing
+    has arrived for ``seconds`` (at most ``max_seconds``), so that a burst in flight at the stop is kept."""
+    start = time.monotonic()
+    end = start + seconds
+    while True:
+        now = time.monotonic()
+        if recorder is not None:
+            end = max(end, recorder.last_intake + seconds)
+        if now >= end or now - start >= max_seconds:
+            break
         executor.spin_once(timeout_sec=0.02)

@@ -792,8 +792,10 @@ def main(args: list[str] | None = None) -> None:
         pass
     finally:
         node.shutdown_hold()
-        node._free()
         executor.shutdown()
+        if spinner.is_alive():
+            spinner.join(timeout=10.0)
+        node._free()
         node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
