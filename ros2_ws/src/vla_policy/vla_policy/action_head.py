@@ -22,6 +22,7 @@ from vla_policy.flow_matching import (
     discretize,
     euler_sample,
     flow_matching_loss,
+    initial_noise,
     interpolate,
     sample_time,
 )
@@ -176,25 +177,12 @@ class FlowMatchingActionHead(nn.Module):
         ``rtc`` is the normalised, padded target (see :func:`flow_matching.make_rtc_target`);
         ``timings`` (optional) receives ``dit_step_k`` and ``decode`` seconds.
         """
-        if rtc is not None and not isinstance(rtc, RTCTarget):
-            raise TypeError(
-                "the expert works in normalised space: pass an RTCTarget from "
-                "flow_matching.make_rtc_target (VLAPolicy.predict_chunk does this for RTCGuidance)"
-            )
         h = self.config.action_head
         b = state.shape[0]
         dtype, device = prefix.features.dtype, prefix.features.device
-        if noise is None:
-            noise = torch.randn(
-                b,
-                self.config.action_horizon,
-                h.max_action_dim,
-                generator=generator,
-                device=device,
-                dtype=dtype,
-            )
-        if noise.shape[0] != b or noise.shape[2] != h.max_action_dim:
-            raise ValueError(f"noise must be [B={b}, T, {h.max_action_dim}], got {tuple(noise.shape)}")
+        noise = initial_noise(
+            noise, rtc, (b, self.config.action_horizon, h.max_action_dim), generator, prefix.features
+        )
         cat_ids = self._cat_ids(embodiment_id, b, device)
         state_features = self.encode_state(state.to(dtype), cat_ids)
         if use_cache and prefix.cross_kv is None:

@@ -153,6 +153,28 @@ def rtc_guidance_weight(t: float, beta: float) -> float:
     return min(beta, (1 - t) / (t * r2))
 
 
+def initial_noise(
+    noise: torch.Tensor | None,
+    rtc: RTCTarget | None,
+    shape: tuple[int, int, int],
+    generator: torch.Generator | None,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """The starting noise [B, T, max_action_dim] of an expert's sampler: ``noise`` checked against
+    ``shape``, or drawn from ``generator`` on ``like``'s device and dtype. Also refuses an ``rtc`` that
+    is not already an RTCTarget, because the experts work in normalised space."""
+    if rtc is not None and not isinstance(rtc, RTCTarget):
+        raise TypeError(
+            "the expert works in normalised space: pass an RTCTarget from "
+            "flow_matching.make_rtc_target (VLAPolicy.predict_chunk does this for RTCGuidance)"
+        )
+    if noise is None:
+        return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+    if tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise must be [B, T, max_action_dim] = {list(shape)}, got {list(noise.shape)}")
+    return noise
+
+
 def euler_sample(
     velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int, rtc: RTCTarget | None = None
 ) -> torch.Tensor:

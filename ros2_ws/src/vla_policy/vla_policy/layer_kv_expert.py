@@ -26,7 +26,7 @@ from transformers import Qwen3Config
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RMSNorm
 
 from vla_policy.config import ModelConfig
-from vla_policy.flow_matching import RTCTarget, euler_sample
+from vla_policy.flow_matching import RTCTarget, euler_sample, initial_noise
 from vla_policy.llm_kv_cache import (
     PrefixKVCache,
     embed_prefix,
@@ -256,28 +256,12 @@ class LayerKVExpert(nn.Module):
         ``rtc``: normalised, padded RTCTarget (guided sampling, needs autograd). ``timings`` receives
         ``expert_step_k`` seconds.
         """
-        if rtc is not None and not isinstance(rtc, RTCTarget):
-            raise TypeError(
-                "the expert works in normalised space: pass an RTCTarget from "
-                "flow_matching.make_rtc_target (VLAPolicy.predict_chunk does this for RTCGuidance)"
-            )
         h = self.config.action_head
         b = state.shape[0]
         dtype, device = prefix.features.dtype, prefix.features.device
-        if noise is None:
-            noise = torch.randn(
-                b,
-                self.config.action_horizon,
-                h.max_action_dim,
-                generator=generator,
-                device=device,
-                dtype=dtype,
-            )
-        if noise.shape != (b, self.config.action_horizon, h.max_action_dim):
-            raise ValueError(
-                f"noise must be [B={b}, T={self.config.action_horizon}, {h.max_action_dim}], "
-                f"got {tuple(noise.shape)}"
-            )
+        noise = initial_noise(
+            noise, rtc, (b, self.config.action_horizon, h.max_action_dim), generator, prefix.features
+        )
         self._check_embodiment(embodiment_id)
         ctx = self.suffix_context(prefix, state, use_cache, kv_cache)
         sign = self.velocity_sign()
