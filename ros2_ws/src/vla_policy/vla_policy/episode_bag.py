@@ -199,6 +199,15 @@ class EpisodeMetadata:
         topics = self.camera_topics or tuple(camera_topic(c) for c in self.cameras)
         return dict(zip(self.cameras, topics, strict=True))
 
+    def summary(self) -> dict[str, object]:
+        """The episode fields that evaluation reports carry (task, instruction, embodiment, success)."""
+        return {
+            "task": self.task,
+            "instruction": self.instruction,
+            "embodiment": self.embodiment,
+            "success": self.success,
+        }
+
     def to_custom_data(self) -> dict[str, str]:
         success = "unknown" if self.success is None else ("true" if self.success else "false")
         data = {

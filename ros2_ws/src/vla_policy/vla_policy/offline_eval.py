@@ -346,12 +346,7 @@ def run_offline_eval(
         result = _simulate(reader, policy, cfg, meta, joints, cams, gt, has_instruction)
     result.report.update(
         bag=str(bag),
-        episode={
-            "task": meta.task,
-            "instruction": meta.instruction,
-            "embodiment": meta.embodiment,
-            "success": meta.success,
-        },
+        episode=meta.summary(),
         ground_truth={g: gt.sources.get(g, "") for g in joints.active_groups},
         cameras=cams,
     )

@@ -282,12 +282,7 @@ def run_replay_eval(
     report.update(
         bag=str(bag),
         policy=f"{model_cfg.name} ({checkpoint})",
-        episode={
-            "task": meta.task,
-            "instruction": meta.instruction,
-            "embodiment": meta.embodiment,
-            "success": meta.success,
-        },
+        episode=meta.summary(),
         ground_truth={g: gt.sources.get(g, "") for g in joints.active_groups},
         config={
             "seed": opts.seed,
