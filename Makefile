@@ -11,7 +11,7 @@ help:
 	@echo "make test    - setup when needed, then lint, then the whole pytest suite"
 	@echo "make lint    - ruff check ."
 	@echo "make demo    - the main job: a synthetic episode through the real node over DDS, with reports"
-	@echo "make soak    - long-running node soak (placeholder)"
+	@echo "make soak    - 30 min node soak on synthetic input (VLA_SOAK_SECONDS), reliability report"
 
 setup:
 	@bash scripts/setup.sh

@@ -86,9 +86,21 @@ else
     did+=("python packages")
 fi
 
+# --- 3b. Simulation extra (vla_sim: gym-aloha, MuJoCo, dm_control), pinned; never pulls torch ---------
+SIM_REQ="$ROOT/requirements/sim.txt"
+if [[ -f "$SIM_REQ" ]]; then
+    sim_hash="$(hash_of "$SIM_REQ")-$lock_hash"
+    if ! stamp_ok sim "$sim_hash"; then
+        say "installing the simulation extra ($(grep -c '^[^#]' "$SIM_REQ") pins)"
+        pip_install -r "$SIM_REQ" "$TORCH_PIN" || die "pip could not install requirements/sim.txt"
+        echo "$sim_hash" > "$STAMPS/sim"
+        did+=("sim extra")
+    fi
+fi
+
 # --- 4. Editable project packages (deps come from the lock) -----------------------------
 editable=()
-for d in "$WS/src/vla_policy" "$WS/src/vla_policy_node" "$ROOT/export"; do
+for d in "$WS/src/vla_policy" "$WS/src/vla_policy_node" "$WS/src/vla_sim" "$ROOT/export"; do
     if [[ -f "$d/pyproject.toml" || -f "$d/setup.py" ]]; then editable+=("$d"); fi
 done
 ed_files=()

@@ -141,7 +141,7 @@ def plan_graphs(policy: VLAPolicy, cameras: int | None = None) -> list[GraphPlan
     pixel_values, input_ids, mask = inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"]
     layer_kv = getattr(policy.expert, "uses_layer_kv", False)  # deep_fusion / kv_cache_expert
     with torch.inference_mode():
-        vit = policy.model.backbone.encode_images(pixel_values)
+        vit = policy.model.backbone.encode_images(pixel_values, input_ids, mask)  # prompt: CogVLA only
         if layer_kv:
             features = policy.expert.embed_prefix(input_ids, mask, vit)
         else:

@@ -38,7 +38,7 @@ def _stage_outputs(
 ) -> dict[str, torch.Tensor]:
     """Each stage of ``backend`` fed with the reference's inputs to that stage."""
     mask = inputs["attention_mask"]
-    vit = backend.vision(inputs["pixel_values"])
+    vit = backend.vision(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"])
     features = backend.language(inputs["input_ids"], mask, reference["vision/vit_embeds"])
     out = {"vision/vit_embeds": vit, "llm/backbone_features": features}
     out.update(_prefix_outputs(backend.vl_head(reference["llm/backbone_features"], mask)))
@@ -81,7 +81,7 @@ def run_parity(
     reference_backend = policy.prefix_backend
     with torch.inference_mode():
         mask = inputs["attention_mask"]
-        vit = reference_backend.vision(inputs["pixel_values"])
+        vit = reference_backend.vision(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"])
         features = reference_backend.language(inputs["input_ids"], mask, vit)
         reference = {"vision/vit_embeds": vit, "llm/backbone_features": features}
         reference.update(_prefix_outputs(reference_backend.vl_head(features, mask)))

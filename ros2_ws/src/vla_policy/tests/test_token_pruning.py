@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from cogvla_helpers import cog_policy, observation
+from cogvla_helpers import cog_config, cog_policy, observation
 from vla_policy.backbone import EagleBackbone
+from vla_policy.policy import VLAPolicy
 from vla_policy.token_pruning import attention_mask_4d, select_tokens
 
 
@@ -36,10 +39,10 @@ def test_attention_mask_is_causal_on_original_indices() -> None:
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_keep_ratio_one_equals_unpruned(side: str) -> None:
     """Pruning with keep ratio 1 (explicit layer loop, gather/scatter) gives the plain LLM's output."""
-    policy = cog_policy(prune_layers=(1,), prune_keep_ratios=(1.0,))
+    cfg = cog_config(prune_layers=(1,), prune_keep_ratios=(1.0,))
+    policy = VLAPolicy(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, padding_side=side)))
     bb = policy.model.backbone
     obs = [observation(policy, 0, "go"), observation(policy, 1, "pick up the red cube and place it")]
-    policy.config.backbone.__dict__["padding_side"] = side  # frozen dataclass: test-only override
     inputs = policy.prepare_inputs(obs)
     with torch.inference_mode():
         vit = bb.encode_images(inputs["pixel_values"])

@@ -99,6 +99,127 @@ def test_sigterm_finalises_bag(tmp_path, ros_env, spawn):
         assert bag.topics()["/chatter"].count == 30
 
 
+BURST_PUBLISHER = r"""
+import sys, time, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+rclpy.init()
+node = rclpy.create_node("burst_pub")
+qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+pub_i = node.create_publisher(Image, "/camera/image_raw", qos)
+pub_j = node.create_publisher(JointState, "/joint_states", qos)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and not (
+    pub_i.get_subscription_count() > 0 and pub_j.get_subscription_count() > 0
+):
+    time.sleep(0.05)
+img = Image(height=240, width=320, encoding="rgb8", step=320 * 3, data=bytes(240 * 320 * 3))
+for i in range(N_IMAGES):
+    img.header.stamp.sec = i
+    pub_i.publish(img)
+for i in range(N_JOINTS):
+    pub_j.publish(JointState(name=["a"], position=[float(i)]))
+print("PUBLISHED", flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_stop_right_after_burst_keeps_everything(tmp_path, ros_env, spawn, sig):
+    """A burst published just before the signal (still in flight or queued for the writer) all lands."""
+    import json
+    import signal
+
+    out, stats_json = tmp_path / "rec", tmp_path / "stats.json"
+    n_images, n_joints = 60, 500
+    rec = spawn(
+        [
+            *CLI,
+            "record",
+            "--out",
+            str(out),
+            "--stats-json",
+            str(stats_json),
+            "/camera/image_raw",
+            "/joint_states",
+        ],
+        ros_env,
+    )
+    assert wait_for_output(rec, "recording to", 30), output(rec)
+    code = BURST_PUBLISHER.replace("N_IMAGES", str(n_images)).replace("N_JOINTS", str(n_joints))
+    pub = spawn([sys.executable, "-c", code], ros_env)
+    assert wait_for_output(pub, "PUBLISHED", 60), output(pub)
+    rec.send_signal(getattr(signal, sig))  # no pause: the burst is still being taken and written
+    assert rec.wait(timeout=60) == 0, output(rec)
+    assert "/joint_states: received 500, written 500" in output(rec), output(rec)
+    with open_bag(out) as bag:
+        topics = bag.topics()
+        assert topics["/camera/image_raw"].count == n_images
+        assert topics[JOINT_STATES_TOPIC].count == n_joints
+        stamps = [m.msg.header.stamp.sec for m in bag.messages(topics=["/camera/image_raw"])]
+        assert stamps == list(range(n_images))
+        positions = [int(m.msg.position[0]) for m in bag.messages(topics=[JOINT_STATES_TOPIC])]
+        assert positions == list(range(n_joints))
+    stats = json.loads(stats_json.read_text())
+    assert stats["lost_in_recorder"] == 0 and stats["error"] is None
+    assert stats["topics"]["/camera/image_raw"] == {
+        "received": n_images,
+        "written": n_images,
+        "bytes": stats["topics"]["/camera/image_raw"]["bytes"],
+    }
+
+
+def test_close_drains_writer_queue(tmp_path, ros_env):
+    """In process, with a slow disk: callbacks only enqueue, and close() writes the whole backlog."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+    from vla_policy_node.bag_recorder import BagRecorder, drain
+
+    n = 200
+    rclpy.init()
+    try:
+        node = rclpy.create_node("rec_unit")
+        pub_node = rclpy.create_node("pub_unit")
+        pub = pub_node.create_publisher(
+            String, "/chatter", QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        rec = BagRecorder(node, tmp_path / "rec", topics=["/chatter"], log=lambda s: None)
+        write_raw = rec.writer.write_raw
+
+        def slow_write(topic, stamp, data):
+            time.sleep(0.02)  # 200 messages take ~4 s to write
+            write_raw(topic, stamp, data)
+
+        rec.writer.write_raw = slow_write
+        deadline = time.monotonic() + 20
+        while "/chatter" not in rec.subscribed or pub.get_subscription_count() == 0:
+            assert time.monotonic() < deadline, "no discovery"
+            executor.spin_once(timeout_sec=0.05)
+        for i in range(n):
+            pub.publish(String(data=f"m{i}"))
+        t0 = time.monotonic()
+        while rec.received["/chatter"] < n and time.monotonic() - t0 < 10:
+            executor.spin_once(timeout_sec=0.02)
+        assert time.monotonic() - t0 < 2.0, "intake waited on the (slow) writer"
+        assert rec.received["/chatter"] == n
+        assert rec.queued > n // 2  # most of the burst is still waiting for the disk
+        drain(executor, 0.1, rec)
+        counts = rec.close()
+        assert counts == {"/chatter": n}
+        assert rec.stats()["max_queued_messages"] > n // 2
+        executor.shutdown()
+        node.destroy_node()
+        pub_node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+    with open_bag(tmp_path / "rec") as bag:
+        assert [m.msg.data for m in bag.messages()] == [f"m{i}" for i in range(n)]
+
+
 def test_play_timing_and_clock(tmp_path, ros_env, spawn):
     import rclpy
     from rclpy.qos import QoSProfile, qos_profile_sensor_data

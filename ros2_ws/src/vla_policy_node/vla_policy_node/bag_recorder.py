@@ -88,7 +88,9 @@ class BagRecorder:
         self.log = log or logger.info
         self.writer = EpisodeBagWriter(out, storage=storage, custom_data=custom_data)
         self._lock = threading.Lock()  # intake state: _closed, received, queue statistics
-        self._write_lock = threading.Lock()  # the bag writer (add_topic from discovery, writes from the thread)
+        self._write_lock = (
+            threading.Lock()
+        )  # the bag writer (add_topic from discovery, writes from the thread)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._subs: dict[str, Any] = {}
         self._skipped: set[str] = set()

@@ -19,12 +19,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-import collections  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+import collections
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 TASKS: tuple[str, ...] = ("transfer_cube", "insertion")
 CAMERAS: tuple[str, ...] = ("top", "angle", "front_close", "left_wrist", "right_wrist")
@@ -229,10 +230,8 @@ class _BaseSim:
         return out
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.physics.free()
-        except Exception:
-            pass
 
 
 class AlohaSim(_BaseSim):

@@ -86,11 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode (reset adds one)")
     p.add_argument("--command-timeout", type=float, default=1.0, help="sim seconds of silence before 'hold'")
     p.add_argument(
-        "--lockstep-wait", type=float, default=2.0, help="lockstep: wall seconds to wait for a command per step"
+        "--lockstep-wait",
+        type=float,
+        default=2.0,
+        help="lockstep: wall seconds to wait for a command per step",
     )
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = run until stopped)")
-    p.add_argument("--episode-steps", type=int, default=0, help="auto-reset after this many steps (0 = never)")
-    p.add_argument("--record-video", default="", help="write the rendered frames of the first camera here (gif/mp4)")
+    p.add_argument(
+        "--max-steps", type=int, default=0, help="stop after this many steps (0 = run until stopped)"
+    )
+    p.add_argument(
+        "--episode-steps", type=int, default=0, help="auto-reset after this many steps (0 = never)"
+    )
+    p.add_argument(
+        "--episodes", type=int, default=0, help="with --episode-steps: stop after this many episodes"
+    )
+    p.add_argument("--camera-every", type=int, default=1, help="render the cameras every N steps")
+    p.add_argument("--video-dir", default="", help="write a gif of the first episode (first camera) here")
+    p.add_argument("--results", default="", help="append one JSON line per finished episode to this file")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("eval", help="closed loop: sim and the real policy node as separate processes")
@@ -98,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--episodes", type=int, default=2)
     p.add_argument("--out", required=True)
-    p.add_argument("--episode-seconds", type=float, default=0.0, help="sim seconds per episode (0 = task default)")
+    p.add_argument(
+        "--episode-seconds", type=float, default=0.0, help="sim seconds per episode (0 = task default)"
+    )
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--mode", choices=("realtime", "lockstep"), default="lockstep")

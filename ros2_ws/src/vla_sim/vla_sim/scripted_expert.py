@@ -8,6 +8,7 @@ recorded and what decides success (reward 4 at any step).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,11 +61,15 @@ def _interp(traj: list[Waypoint], t: int) -> np.ndarray:
     if t >= traj[-1].t:
         w = traj[-1]
         return np.concatenate([w.xyz, w.quat, [w.gripper]])
-    for a, b in zip(traj[:-1], traj[1:], strict=True):
+    for a, b in itertools.pairwise(traj):
         if a.t <= t < b.t:
             f = (t - a.t) / (b.t - a.t)
             return np.concatenate(
-                [a.xyz + (b.xyz - a.xyz) * f, a.quat + (b.quat - a.quat) * f, [a.gripper + (b.gripper - a.gripper) * f]]
+                [
+                    a.xyz + (b.xyz - a.xyz) * f,
+                    a.quat + (b.quat - a.quat) * f,
+                    [a.gripper + (b.gripper - a.gripper) * f],
+                ]
             )
     w = traj[0]
     return np.concatenate([w.xyz, w.quat, [w.gripper]])
@@ -79,26 +84,29 @@ def transfer_cube_waypoints(
     meet = np.array([0.0, 0.5, 0.25])
     left = [
         _wp(0, left0[:3], left0[3:], 0),
-        _wp(100, meet + [-0.1, 0, -0.02], meet_left, 1),
-        _wp(260, meet + [0.02, 0, -0.02], meet_left, 1),
-        _wp(310, meet + [0.02, 0, -0.02], meet_left, 0),
-        _wp(360, meet + [-0.1, 0, -0.02], [1, 0, 0, 0], 0),
-        _wp(400, meet + [-0.1, 0, -0.02], [1, 0, 0, 0], 0),
+        _wp(100, meet + np.array([-0.1, 0, -0.02]), meet_left, 1),
+        _wp(260, meet + np.array([0.02, 0, -0.02]), meet_left, 1),
+        _wp(310, meet + np.array([0.02, 0, -0.02]), meet_left, 0),
+        _wp(360, meet + np.array([-0.1, 0, -0.02]), [1, 0, 0, 0], 0),
+        _wp(400, meet + np.array([-0.1, 0, -0.02]), [1, 0, 0, 0], 0),
     ]
     right = [
         _wp(0, right0[:3], right0[3:], 0),
-        _wp(90, box_xyz + [0, 0, 0.08], pick, 1),
-        _wp(130, box_xyz + [0, 0, -0.015], pick, 1),
-        _wp(170, box_xyz + [0, 0, -0.015], pick, 0),
-        _wp(200, meet + [0.05, 0, 0], pick, 0),
+        _wp(90, box_xyz + np.array([0, 0, 0.08]), pick, 1),
+        _wp(130, box_xyz + np.array([0, 0, -0.015]), pick, 1),
+        _wp(170, box_xyz + np.array([0, 0, -0.015]), pick, 0),
+        _wp(200, meet + np.array([0.05, 0, 0]), pick, 0),
         _wp(220, meet, pick, 0),
         _wp(310, meet, pick, 1),
-        _wp(360, meet + [0.1, 0, 0], pick, 1),
-        _wp(400, meet + [0.1, 0, 0], pick, 1),
+        _wp(360, meet + np.array([0.1, 0, 0]), pick, 1),
+        _wp(400, meet + np.array([0.1, 0, 0]), pick, 1),
     ]
     return left, right
 
 
+PEG_GRASP_Z = (
+    -0.04
+)  # grasp height relative to the peg centre (ACT: -0.03; lower holds it level in the replay)
 INSERT_EXTRA = 0.015  # metres per arm past ACT's insertion pose: the joint replay lags the mocap
 
 
@@ -112,23 +120,25 @@ def insertion_waypoints(
     lift_right = 0.00715
     left = [
         _wp(0, left0[:3], left0[3:], 0),
-        _wp(120, socket_xyz + [0, 0, 0.08], pick_left, 1),
-        _wp(170, socket_xyz + [0, 0, -0.03], pick_left, 1),
-        _wp(220, socket_xyz + [0, 0, -0.03], pick_left, 0),
-        _wp(285, meet + [-0.1, 0, 0], pick_left, 0),
-        _wp(340, meet + [-0.05, 0, 0], pick_left, 0),
-        _wp(420, meet + [-0.05 + INSERT_EXTRA, 0, 0], pick_left, 0),  # push a little deeper (replay lags)
-        _wp(500, meet + [-0.05 + INSERT_EXTRA, 0, 0], pick_left, 0),
+        _wp(120, socket_xyz + np.array([0, 0, 0.08]), pick_left, 1),
+        _wp(170, socket_xyz + np.array([0, 0, -0.03]), pick_left, 1),
+        _wp(220, socket_xyz + np.array([0, 0, -0.03]), pick_left, 0),
+        _wp(285, meet + np.array([-0.1, 0, 0]), pick_left, 0),
+        _wp(340, meet + np.array([-0.05, 0, 0]), pick_left, 0),
+        _wp(
+            420, meet + np.array([-0.05 + INSERT_EXTRA, 0, 0]), pick_left, 0
+        ),  # push a little deeper (replay lags)
+        _wp(500, meet + np.array([-0.05 + INSERT_EXTRA, 0, 0]), pick_left, 0),
     ]
     right = [
         _wp(0, right0[:3], right0[3:], 0),
-        _wp(120, peg_xyz + [0, 0, 0.08], pick_right, 1),
-        _wp(170, peg_xyz + [0, 0, -0.03], pick_right, 1),
-        _wp(220, peg_xyz + [0, 0, -0.03], pick_right, 0),
-        _wp(285, meet + [0.1, 0, lift_right], pick_right, 0),
-        _wp(340, meet + [0.05, 0, lift_right], pick_right, 0),
-        _wp(420, meet + [0.05 - INSERT_EXTRA, 0, lift_right], pick_right, 0),
-        _wp(500, meet + [0.05 - INSERT_EXTRA, 0, lift_right], pick_right, 0),
+        _wp(120, peg_xyz + np.array([0, 0, 0.08]), pick_right, 1),
+        _wp(170, peg_xyz + np.array([0, 0, PEG_GRASP_Z]), pick_right, 1),
+        _wp(220, peg_xyz + np.array([0, 0, PEG_GRASP_Z]), pick_right, 0),
+        _wp(285, meet + np.array([0.1, 0, lift_right]), pick_right, 0),
+        _wp(340, meet + np.array([0.05, 0, lift_right]), pick_right, 0),
+        _wp(420, meet + np.array([0.05 - INSERT_EXTRA, 0, lift_right]), pick_right, 0),
+        _wp(500, meet + np.array([0.05 - INSERT_EXTRA, 0, lift_right]), pick_right, 0),
     ]
     return left, right
 
@@ -136,7 +146,9 @@ def insertion_waypoints(
 WAYPOINTS = {"transfer_cube": transfer_cube_waypoints, "insertion": insertion_waypoints}
 
 
-def plan_joint_trajectory(task: str, seed: int | None, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def plan_joint_trajectory(
+    task: str, seed: int | None, steps: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the end-effector expert (no rendering) and return (object pose, joint commands [steps, 14])."""
     from gym_aloha.constants import normalize_puppet_gripper_position
 
@@ -186,7 +198,7 @@ def run_expert_episode(
     render: bool = True,
 ) -> ExpertEpisode:
     """Plan with the EE expert, replay on the joint robot. ``on_reset(qpos, images)`` once, then
-    ``on_step(k, action, result, images)`` per step (images rendered after the step; empty if not rendering)."""
+    ``on_step(k, action, result, images)`` per step (images rendered after the step, or empty)."""
     t0 = time.perf_counter()
     pose, actions = plan_joint_trajectory(task, seed)
     own = sim is None

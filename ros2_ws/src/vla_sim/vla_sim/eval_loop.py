@@ -1,0 +1,170 @@
+"""``vla-sim eval``: closed loop, the sim (``vla-sim serve``) and the real policy node as separate processes.
+
+The sim runs N episodes (auto-reset after the episode length) and writes one JSON line per episode; the
+node runs with ``use_sim_time`` and config/aloha.yaml (groups, cameras: sim 'top' published as 'head').
+Reports: ``eval.json``, ``eval.md``, ``eval.png`` (per-episode max reward and command latency) and a gif
+of the first episode under ``video/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vla_sim.aloha_env import DT, EPISODE_STEPS
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "aloha.yaml"
+
+
+def _aloha_yaml() -> Path:
+    if CONFIG.is_file():
+        return CONFIG
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("vla_sim")) / "config" / "aloha.yaml"
+
+
+def _node_cmd(checkpoint: str, output_mode: str) -> list[str]:
+    exe = shutil.which("vla_policy_node")
+    base = [exe] if exe else [sys.executable, "-m", "vla_policy_node.node"]
+    return [
+        *base,
+        "--ros-args",
+        "--params-file",
+        str(_aloha_yaml()),
+        "-p",
+        f"checkpoint:={checkpoint}",
+        "-p",
+        "use_sim_time:=true",
+        "-p",
+        "autostart:=true",
+        "-p",
+        f"output_mode:={output_mode}",
+        "-p",
+        "max_image_age:=5.0",
+        "-p",
+        "max_state_age:=5.0",
+    ]
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(2)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return int(proc.returncode or 0)
+
+
+def eval_main(args: Any) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "episodes.jsonl"
+    results.unlink(missing_ok=True)
+    steps = round(args.episode_seconds / DT) if args.episode_seconds else EPISODE_STEPS[args.task]
+    env = dict(os.environ)
+    sim_cmd = [
+        sys.executable, "-m", "vla_sim.cli", "serve", "--task", args.task, "--mode", args.mode,
+        "--height", str(args.height), "--width", str(args.width), "--seed", str(args.seed),
+        "--episode-steps", str(steps), "--episodes", str(args.episodes), "--results", str(results),
+        "--video-dir", str(out / "video"),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    sim_log = (out / "sim.log").open("w")
+    node_log = (out / "node.log").open("w")
+    sim = subprocess.Popen(sim_cmd, env=env, stdout=sim_log, stderr=subprocess.STDOUT)
+    node = subprocess.Popen(
+        _node_cmd(args.checkpoint, args.output_mode), env=env, stdout=node_log, stderr=subprocess.STDOUT
+    )
+    try:
+        sim.wait(timeout=args.timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        _stop(sim)
+        node_rc = _stop(node)
+    wall = time.perf_counter() - t0
+    eps = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    eps = [e for e in eps if e.get("reason") == "time limit"] or eps
+    report = summarize(args, eps, wall, timed_out, node_rc, out)
+    print(json.dumps({k: v for k, v in report.items() if k != "episodes"}))
+    return 0 if eps and not timed_out else 1
+
+
+def summarize(args: Any, eps: list[dict], wall: float, timed_out: bool, node_rc: int, out: Path) -> dict:
+    import numpy as np
+
+    succ = [e for e in eps if e["success"]]
+    tts = [e["time_to_success"] for e in succ if e["time_to_success"] is not None]
+    sim_status = _last_status(out / "sim.log")
+    report = {
+        "task": args.task,
+        "checkpoint": str(args.checkpoint),
+        "mode": args.mode,
+        "episodes": len(eps),
+        "successes": len(succ),
+        "success_rate": len(succ) / len(eps) if eps else 0.0,
+        "time_to_success_s_median": float(np.median(tts)) if tts else None,
+        "accepted_commands": sum(e["accepted_commands"] for e in eps),
+        "rejected_commands": sum(e["rejected_commands"] for e in eps),
+        "wall_s": round(wall, 2),
+        "timed_out": timed_out,
+        "node_exit_code": node_rc,
+        "sim_status": sim_status,
+        "episodes": eps,
+    }
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"# Closed-loop evaluation: {args.task}",
+        "",
+        f"- checkpoint: `{args.checkpoint}`, mode {args.mode}",
+        f"- success rate: {report['success_rate']:.2f} ({len(succ)}/{len(eps)})",
+        f"- time to success (median): {report['time_to_success_s_median']}",
+        f"- commands accepted/rejected: {report['accepted_commands']}/{report['rejected_commands']}",
+        f"- wall time: {report['wall_s']} s",
+        "",
+        "| episode | seed | success | max reward | time to success (s) |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {e['episode']} | {e['seed']} | {e['success']} | {e['max_reward']} | {e['time_to_success']} |"
+            for e in eps
+        ],
+    ]
+    (out / "eval.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.bar([e["episode"] for e in eps], [e["max_reward"] for e in eps])
+        ax.set_xlabel("episode")
+        ax.set_ylabel("max reward (4 = success)")
+        fig.tight_layout()
+        fig.savefig(out / "eval.png")
+        plt.close(fig)
+    except Exception as exc:  # plots are optional
+        report["plot_error"] = str(exc)
+    return report
+
+
+def _last_status(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text().splitlines() if "episode done" in ln]
+        return lines[-1][-300:] if lines else ""
+    except OSError:
+        return ""
