@@ -166,3 +166,31 @@ def test_config_rejects_non_positive_age() -> None:
 def test_config_rejects_duplicate_cameras() -> None:
     with pytest.raises(ConfigError, match="duplicate"):
         ObservationBufferConfig(cameras=("top", "top"))
+
+
+def test_history_frames_are_the_latest_received_oldest_first() -> None:
+    buf = _buffer(history_frames=3)
+    for i in range(4):
+        for cam in buf.config.cameras:
+            buf.update_image(cam, np.full((8, 8, 3), i, np.uint8), 10.0 + 0.01 * i)
+    buf.update_state(STATE, 10.03)
+    buf.set_instruction("stack the cups")
+    obs = buf.snapshot(10.05)
+    assert obs.images["top"].shape == (3, 8, 8, 3)
+    assert [int(f[0, 0, 0]) for f in obs.images["top"]] == [1, 2, 3]
+
+
+def test_history_not_yet_full_is_not_ready_with_reason() -> None:
+    buf = _buffer(history_frames=2)
+    _fill(buf)
+    with pytest.raises(ObservationNotReady, match="1 of 2 history frames"):
+        buf.snapshot(10.05)
+
+
+def test_resolution_change_restarts_the_history() -> None:
+    buf = _buffer(history_frames=2)
+    _fill(buf)
+    for cam in buf.config.cameras:
+        buf.update_image(cam, np.zeros((4, 4, 3), np.uint8), 10.01)
+    with pytest.raises(ObservationNotReady, match="1 of 2 history frames"):
+        buf.snapshot(10.05)

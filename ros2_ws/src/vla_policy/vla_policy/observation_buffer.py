@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,7 @@ class ObservationBufferConfig:
     max_future: float = 0.05  # stamps newer than now by more than this are refused (clock mismatch)
     max_instruction_length: int = 1000  # characters
     embodiment_id: int = 0
+    history_frames: int = 1  # frames per camera (the model's history), the latest received ones
 
     def __post_init__(self) -> None:
         if isinstance(self.cameras, list):
@@ -62,6 +64,10 @@ class ObservationBufferConfig:
                 isinstance(value, int | float) and math.isfinite(value) and value > 0,
                 f"ObservationBufferConfig.{name}: must be > 0, got {value!r}",
             )
+        require(
+            isinstance(self.history_frames, int) and self.history_frames >= 1,
+            f"ObservationBufferConfig.history_frames: must be >= 1, got {self.history_frames!r}",
+        )
         require(
             self.max_instruction_length > 0,
             f"ObservationBufferConfig.max_instruction_length: must be > 0, got {self.max_instruction_length}",
@@ -90,6 +96,28 @@ class _Stamped:
     stamp: float
 
 
+class _History:
+    """The last ``size`` frames of one camera, oldest first; ``stamp`` is the newest frame's."""
+
+    def __init__(self, size: int) -> None:
+        self.frames: deque[np.ndarray] = deque(maxlen=size)
+        self.stamp = -math.inf
+
+    def push(self, image: np.ndarray, stamp: float) -> None:
+        if self.frames and self.frames[-1].shape != image.shape:
+            self.frames.clear()  # a resolution change restarts the history: frames must stack
+        self.frames.append(image)
+        self.stamp = stamp
+
+    @property
+    def full(self) -> bool:
+        return len(self.frames) == self.frames.maxlen
+
+    def value(self) -> np.ndarray:
+        """[H, W, 3] with one frame, else [F, H, W, 3] oldest first."""
+        return self.frames[-1] if self.frames.maxlen == 1 else np.stack(self.frames)
+
+
 class ObservationBuffer:
     """Keeps the latest image per camera, the latest joint state and the active instruction.
 
@@ -99,7 +127,7 @@ class ObservationBuffer:
     def __init__(self, config: ObservationBufferConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._images: dict[str, _Stamped] = {}
+        self._images: dict[str, _History] = {}
         self._state: _Stamped | None = None
         self._instruction: str | None = None
         self._instruction_error: str | None = None
@@ -110,12 +138,12 @@ class ObservationBuffer:
         if camera not in self.config.cameras:
             raise KeyError(f"unknown camera '{camera}'; cameras: {', '.join(self.config.cameras)}")
         img = np.asarray(image)
-        if img.dtype != np.uint8 or img.ndim not in (3, 4) or img.shape[-1] != 3:
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
             raise ValueError(
                 f"camera '{camera}': expected uint8 [H, W, 3], got {img.dtype} {list(img.shape)}"
             )
         with self._lock:
-            self._images[camera] = _Stamped(img, float(stamp))
+            self._images.setdefault(camera, _History(self.config.history_frames)).push(img, float(stamp))
             self._errors.pop(camera, None)
 
     def update_state(self, state: np.ndarray, stamp: float) -> None:
@@ -190,16 +218,22 @@ class ObservationBuffer:
     def _collect(self, now: float) -> tuple[dict[str, np.ndarray], np.ndarray, str, float]:
         cfg = self.config
         with self._lock:
-            images = dict(self._images)
+            # copies taken under the lock: subscriptions keep pushing frames while we check
+            received = {c: len(h.frames) for c, h in self._images.items()}
+            images = {c: _Stamped(h.value(), h.stamp) for c, h in self._images.items() if h.full}
             state = self._state
             instruction = self._instruction
             instruction_error = self._instruction_error
             errors = dict(self._errors)
         reasons: list[str] = []
         for cam in cfg.cameras:
-            if cam not in images:
+            if cam not in received:
                 extra = f" (last error: {errors[cam]})" if cam in errors else ""
                 reasons.append(f"no image from camera '{cam}'{extra}")
+                continue
+            if cam not in images:
+                have = received[cam]
+                reasons.append(f"camera '{cam}' has {have} of {cfg.history_frames} history frames")
                 continue
             age = now - images[cam].stamp
             if age > cfg.max_image_age:

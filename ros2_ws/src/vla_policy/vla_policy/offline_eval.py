@@ -329,8 +329,6 @@ def run_offline_eval(
         clear_previous(Path(out))
     policy = _load_policy(checkpoint, cfg.device)
     model_cams = tuple(policy.config.backbone.cameras)
-    if policy.config.backbone.history_frames != 1:
-        raise EvalError("checkpoints with history_frames > 1 are not supported (as in the node)")
     with EpisodeBagReader(bag) as reader:
         meta, joints, cams, controllers = resolve_episode(reader, cfg, model_cams)
         if joints.state_dim > policy.config.action_head.max_state_dim:
@@ -386,6 +384,7 @@ def _simulate(
             max_state_age=cfg.max_state_age,
             max_camera_skew=cfg.max_camera_skew,
             max_instruction_length=cfg.max_instruction_length,
+            history_frames=policy.config.backbone.history_frames,
         )
     )
     sched = ChunkScheduler(

@@ -18,11 +18,14 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 RUNNING = 2
 
 
-def _checkpoint(preset: str, out: Path) -> Path:
+def _checkpoint(preset: str, out: Path, history_frames: int = 1) -> Path:
     from vla_policy.policy import VLAPolicy
     from vla_policy.presets import get_preset
+    from vla_policy.strict_config import replace
 
-    VLAPolicy(get_preset(preset), seed=0).save(out, random_init=True)
+    config = get_preset(preset)
+    config = replace(config, backbone=replace(config.backbone, history_frames=history_frames))
+    VLAPolicy(config, seed=0).save(out, random_init=True)
     return out
 
 
@@ -63,3 +66,10 @@ def test_node_runs_the_onnxruntime_prefix_backend(
     )
     _, log = _run_node_until_commands(params, module_ros_env, tmp_path)
     assert "prefix backend onnxruntime" in log
+
+
+def test_node_feeds_camera_history_frames(module_ros_env: dict[str, str], tmp_path: Path) -> None:
+    checkpoint = _checkpoint("tiny", tmp_path / "tiny-history", history_frames=2)
+    params = node_params(checkpoint, output_mode="forward")
+    _, log = _run_node_until_commands(params, module_ros_env, tmp_path)
+    assert "configured tiny@" in log

@@ -173,8 +173,6 @@ class VLAPolicyNode(LifecycleNode):
             return self._configure_failed(
                 f"cameras.names {list(node_cams)} do not match the checkpoint's cameras {list(model_cams)}"
             )
-        if policy.config.backbone.history_frames != 1:
-            return self._configure_failed("checkpoints with history_frames > 1 are not supported by the node")
         max_state = policy.config.action_head.max_state_dim
         if settings.joints.state_dim > max_state:
             return self._configure_failed(f"{settings.joints.state_dim} joints > max_state_dim {max_state}")
@@ -190,7 +188,8 @@ class VLAPolicyNode(LifecycleNode):
         with self._lock:
             self._settings = settings
             self._policy = policy
-            self._buffer = ObservationBuffer(settings.buffer)
+            history = policy.config.backbone.history_frames
+            self._buffer = ObservationBuffer(replace(settings.buffer, history_frames=history))
             self._scheduler = ChunkScheduler(sched_cfg)
             self._safety = SafetyFilter(settings.safety, settings.joints.state_dim)
             self._warmup_time = warmup
@@ -227,7 +226,8 @@ class VLAPolicyNode(LifecycleNode):
         from vla_policy.observation import synthetic_observation
 
         size = policy.config.backbone.vision.image_size
-        obs = synthetic_observation(tuple(policy.config.backbone.cameras), size, settings.joints.state_dim)
+        bb = policy.config.backbone
+        obs = synthetic_observation(tuple(bb.cameras), size, settings.joints.state_dim, bb.history_frames)
         t0 = time.perf_counter()
         result = None
         for _ in range(max(1, settings.warmup_runs)):
