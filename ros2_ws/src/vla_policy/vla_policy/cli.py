@@ -130,6 +130,7 @@ def model_shapes(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    from vla_policy.cogvla_backbone import token_counts
     from vla_policy.policy import VLAModel
 
     config = get_preset(args.preset)
@@ -140,6 +141,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         "preset": args.preset,
         "config": to_dict(config),
         "image_tokens": config.backbone.num_image_tokens,
+        "tokens": token_counts(config.backbone),  # per prefix stage (CogVLA aggregation / pruning)
         "parameters": counts,
         "shapes": model_shapes(model),
     }
@@ -149,6 +151,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
             f"preset {d['preset']}: {d['parameters']['total'] / 1e6:.2f} M parameters, "
             f"{d['image_tokens']} image tokens"
         ]
+        t = d["tokens"]
+        lines.append(
+            f"  tokens: {t['images']} images x {t['vit_tokens_per_image']} ViT -> "
+            f"{t['image_tokens_per_image']} per image; LLM in {t['llm_input_tokens']} "
+            f"(with {t['text_tokens']} text), per layer {t['llm_tokens_per_layer']}"
+        )
         lines += [f"  {k:<40} {v:>15,}" for k, v in d["parameters"].items() if k != "total"]
         lines += [f"  {k}: {v}" for k, v in d["shapes"].items()]
         return "\n".join(lines)

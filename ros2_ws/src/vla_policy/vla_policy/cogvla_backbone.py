@@ -158,7 +158,8 @@ class CogVLABackbone(EagleBackbone):
         assert cond is not None and cond_b is not None
         dino = self.cogvla.dino_proj(self._dino(pixel_values, cond if self.cog.film else None))
         weights_b = self.cogvla.router(cond_b)  # [B, 2], rows sum to 1
-        self.last_router_weights = weights_b.detach()
+        if not torch.compiler.is_exporting():  # a tensor attribute set while tracing would be a graph leak
+            self.last_router_weights = weights_b.detach()
         weights = per_image(weights_b, pixel_values.shape[0])
         return ExpertRouter.mix(weights, [siglip, dino.to(siglip.dtype)])
 
@@ -209,7 +210,8 @@ class CogVLABackbone(EagleBackbone):
                 position_ids=position_ids,
                 position_embeddings=cos_sin,
             )
-        self.last_llm_tokens = tokens
+        if not torch.compiler.is_exporting():
+            self.last_llm_tokens = tokens
         return lm.norm(scatter_tokens(full, index, h))
 
 

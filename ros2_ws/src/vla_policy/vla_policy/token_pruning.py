@@ -58,12 +58,12 @@ def select_tokens(scores: torch.Tensor, is_image: torch.Tensor, num_image: int, 
     top = scores.gather(1, img_pos).topk(k, dim=1).indices  # static k: a TopK node with a constant k
     keep = (~is_image).scatter(1, img_pos.gather(1, top), True)  # [B, L] bool
     n_keep = length - num_image + k
-    # compact the kept positions in order: slot = running count; dropped tokens go to a spare slot
-    # the spare slot is the kept count (= n_keep in every row) as a tensor: a SymInt fill would not export
-    slot = torch.where(keep, keep.long().cumsum(1) - 1, keep.long().sum(1, keepdim=True))
-    src = torch.arange(length, device=scores.device).unsqueeze(0).expand(b, length)
-    buf = torch.zeros(b, n_keep + 1, dtype=torch.long, device=scores.device).scatter(1, slot, src)
-    return buf[:, :n_keep]
+    # the kept positions in ascending order: a top-k of -position over the kept tokens. Every row keeps
+    # exactly n_keep, so the -inf of the dropped ones never win. (A scatter into a spare slot plus a slice
+    # would leave the exporter an unbacked length.)
+    pos = torch.arange(length, device=scores.device).unsqueeze(0).expand(b, length)
+    key = torch.where(keep, -pos.to(torch.float32), torch.finfo(torch.float32).min)
+    return key.topk(n_keep, dim=1).indices
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

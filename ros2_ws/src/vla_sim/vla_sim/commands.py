@@ -95,12 +95,14 @@ class CommandArbiter:
             return "NaN or inf in the command"
         lo = self.lower[idx] - self.range_margin
         hi = self.upper[idx] + self.range_margin
-        bad = np.nonzero((values < lo) | (values > hi))
-        if bad[-1].size:
-            j = int(bad[-1][0])
+        flat = values.reshape(-1, len(idx))
+        bad = np.argwhere((flat < lo) | (flat > hi))
+        if bad.size:
+            r, j = (int(x) for x in bad[0])
             name = self.joint_names[idx[j]]
-            v = float(values.reshape(-1, len(idx))[:, j].flat[0]) if values.ndim > 1 else float(values[j])
-            return f"{name}={v:.3g} out of range [{self.lower[idx[j]]:.3g}, {self.upper[idx[j]]:.3g}]"
+            return (
+                f"{name}={flat[r, j]:.3g} out of range [{self.lower[idx[j]]:.3g}, {self.upper[idx[j]]:.3g}]"
+            )
         return None
 
     def _accept(self, now: float) -> bool:

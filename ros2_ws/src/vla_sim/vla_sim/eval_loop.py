@@ -100,7 +100,7 @@ def eval_main(args: Any) -> int:
     eps = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     eps = [e for e in eps if e.get("reason") == "time limit"] or eps
     report = summarize(args, eps, wall, timed_out, node_rc, out)
-    print(json.dumps({k: v for k, v in report.items() if k != "episodes"}))
+    sys.stdout.write(json.dumps({k: v for k, v in report.items() if k != "episodes"}) + "\n")
     return 0 if eps and not timed_out else 1
 
 
@@ -114,7 +114,7 @@ def summarize(args: Any, eps: list[dict], wall: float, timed_out: bool, node_rc:
         "task": args.task,
         "checkpoint": str(args.checkpoint),
         "mode": args.mode,
-        "episodes": len(eps),
+        "n_episodes": len(eps),
         "successes": len(succ),
         "success_rate": len(succ) / len(eps) if eps else 0.0,
         "time_to_success_s_median": float(np.median(tts)) if tts else None,

@@ -95,6 +95,7 @@ class SimServer:
         self.latencies: list[float] = []
         self._obs_wall: dict[int, float] = {}
         self.total_steps = 0
+        self._finished = False
 
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -158,8 +159,9 @@ class SimServer:
 
     # --- episode ------------------------------------------------------------------------------------
     def _finish_episode(self, reason: str) -> None:
-        if self.episode_index < 0:
+        if self.episode_index < 0 or self._finished:
             return
+        self._finished = True
         s = self.sim
         result = {
             "episode": self.episode_index,
@@ -185,6 +187,7 @@ class SimServer:
 
     def _start_episode(self) -> None:
         self.episode_index += 1
+        self._finished = False
         self.seed_of_episode = self.next_seed
         self.next_seed += 1
         with self.lock:
