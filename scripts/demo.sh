@@ -3,9 +3,11 @@
 # a report compares the node's commands with the recorded ones. No robot, no GPU, no downloads.
 #
 #   1. a checkpoint: the shipped policy under models/ when there is one, else a random tiny one (made once);
-#   2. a synthetic episode bag (MCAP): three rendered cameras, joint states, instruction, recorded commands;
+#   2. an episode bag (MCAP) recorded by the scripted expert in the ALOHA simulation (transfer-cube):
+#      three cameras, joint states, instruction, the commanded actions;
 #   3. offline evaluation in simulated time (deterministic report);
-#   4. replay evaluation: `vla-bag play --clock` -> vla_policy_node (use_sim_time) -> recorder -> report.
+#   4. replay evaluation: `vla-bag play --clock` -> vla_policy_node (use_sim_time) -> recorder -> report;
+#   5. a short closed loop: the simulation and the node as separate processes, with a gif of the episode.
 #
 # Expects the environment of scripts/env.sh (the Makefile sources it). DEMO_OUT overrides the output folder.
 set -euo pipefail
@@ -26,16 +28,22 @@ else
     vla-policy init --preset tiny --out "$checkpoint" --seed 0
 fi
 
-rm -rf "$out/episode"
-vla-bag sample --out "$out/episode" --duration 8 --seed 0
+params="$root/ros2_ws/src/vla_sim/config/aloha.yaml"  # ALOHA joints and cameras -> the model's groups
+rm -rf "$out/episodes"
+vla-sim demos --task transfer_cube --episodes 1 --seed 0 --out "$out/episodes" --height 96 --width 128
+episode="$out/episodes/episode_000000"
 
 echo "demo: offline evaluation (simulated time, deterministic)"
-vla-policy eval --bag "$out/episode" --checkpoint "$checkpoint" --out "$out/offline" --no-progress
+vla-policy eval --bag "$episode" --checkpoint "$checkpoint" --params "$params" --out "$out/offline" --no-progress
 
 echo "demo: replay evaluation through the running node (separate processes over DDS)"
-vla-bag replay-eval --bag "$out/episode" --checkpoint "$checkpoint" --out "$out/replay"
+vla-bag replay-eval --bag "$episode" --checkpoint "$checkpoint" --params "$params" --out "$out/replay"
 
+echo "demo: closed loop in the simulation (sim and node as separate processes)"
+vla-sim eval --checkpoint "$checkpoint" --task transfer_cube --episodes 1 --episode-seconds 2 \
+    --height 96 --width 128 --out "$out/closed_loop"
 echo
 echo "demo: done in $(( $(date +%s) - start )) s"
 echo "demo: offline report  $out/offline/report.md"
 echo "demo: replay report   $out/replay/report.md"
+echo "demo: closed loop     $out/closed_loop/eval.md (video: $out/closed_loop/video/)"

@@ -1,4 +1,4 @@
-"""tiny-cogvla prefix (FiLM, aggregation, SigLIP + DINOv2 router, static top-k pruning) to ONNX, with ORT parity."""
+"""tiny-cogvla prefix (FiLM, aggregation, SigLIP + DINOv2 router, static top-k pruning): ONNX + ORT parity."""
 
 from __future__ import annotations
 
@@ -62,7 +62,11 @@ def test_onnxruntime_matches_torch(checkpoint: Path, artifacts: Path) -> None:
         policy.use_prefix_backend(("onnxruntime",), artifacts=artifacts)
         exported = policy.encode_prefix(obs)
     pairs = [(reference.features, exported.features)]
-    pairs += [(a, b) for ka, kb in zip(reference.cross_kv, exported.cross_kv, strict=True) for a, b in zip(ka, kb)]
+    pairs += [
+        (a, b)
+        for ka, kb in zip(reference.cross_kv, exported.cross_kv, strict=True)
+        for a, b in zip(ka, kb, strict=True)
+    ]
     for ref, out in pairs:
         cos = torch.nn.functional.cosine_similarity(ref.flatten().double(), out.flatten().double(), dim=0)
         assert cos >= 0.99999

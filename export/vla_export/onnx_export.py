@@ -157,7 +157,11 @@ def plan_graphs(policy: VLAPolicy, cameras: int | None = None) -> list[GraphPlan
         llm_module, head_module = LanguageGraph(policy), VLHeadGraph(policy)
         head_outputs = ("vl_features", *cross_kv_names(policy))
     vision_plan = GraphPlan(
-        "vision", VisionGraph(policy), {"pixel_values": pixel_values}, {"pixel_values": vision_axes}, ("vit_embeds",)
+        "vision",
+        VisionGraph(policy),
+        {"pixel_values": pixel_values},
+        {"pixel_values": vision_axes},
+        ("vit_embeds",),
     )
     if getattr(policy.model.backbone, "needs_prompt_for_vision", False):  # CogVLA FiLM / router
         vision_plan = GraphPlan(

@@ -40,7 +40,9 @@ def test_attention_mask_is_causal_on_original_indices() -> None:
 def test_keep_ratio_one_equals_unpruned(side: str) -> None:
     """Pruning with keep ratio 1 (explicit layer loop, gather/scatter) gives the plain LLM's output."""
     cfg = cog_config(prune_layers=(1,), prune_keep_ratios=(1.0,))
-    policy = VLAPolicy(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, padding_side=side)))
+    policy = VLAPolicy(
+        dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, padding_side=side))
+    )
     bb = policy.model.backbone
     obs = [observation(policy, 0, "go"), observation(policy, 1, "pick up the red cube and place it")]
     inputs = policy.prepare_inputs(obs)

@@ -156,7 +156,7 @@ class EagleBackbone(nn.Module):
 
 
 def build_backbone(config: BackboneConfig) -> EagleBackbone:
-    """EagleBackbone, or CogVLABackbone when ``config.cogvla`` is set (imported lazily: it subclasses this)."""
+    """EagleBackbone, or CogVLABackbone when ``config.cogvla`` is set (lazy import: it subclasses this)."""
     if config.cogvla is None:
         return EagleBackbone(config)
     from vla_policy.cogvla_backbone import CogVLABackbone

@@ -69,6 +69,8 @@ def module_parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     for name, child in eagle.named_children():
         counts[f"backbone.eagle_model.{name}"] = sum(p.numel() for p in child.parameters())
     counts["backbone.eagle_linear"] = sum(p.numel() for p in model.backbone.eagle_linear.parameters())
+    if isinstance(getattr(model.backbone, "cogvla", None), torch.nn.Module):  # CogVLA FiLM/router/DINOv2
+        counts["backbone.cogvla"] = sum(p.numel() for p in model.backbone.cogvla.parameters())
     for name, child in model.action_head.named_children():
         counts[f"action_head.{name}"] = sum(p.numel() for p in child.parameters())
     if isinstance(getattr(model.action_head, "future_tokens", None), torch.nn.Module):

@@ -41,7 +41,9 @@ class CogVLAParts(nn.Module):
         self.film: nn.ModuleList | None = (
             nn.ModuleList(FiLM(d_llm, d_vit) for _ in range(n_vit)) if cog.film else None
         )
-        self.aggregation = AggregationTokens(cog.aggregation_tokens, d_vit) if cog.aggregation_tokens else None
+        self.aggregation = (
+            AggregationTokens(cog.aggregation_tokens, d_vit) if cog.aggregation_tokens else None
+        )
         self.dino: DinoV2Tower | None = None
         if cog.dual_encoder:
             d_dino = cog.dino.hidden_size

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from vla_policy.strict_config import require
@@ -36,7 +37,9 @@ class DinoV2Config:
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio", "patch_size"):
-            require(getattr(self, name) > 0, f"cogvla.dino.{name} must be positive, got {getattr(self, name)}")
+            require(
+                getattr(self, name) > 0, f"cogvla.dino.{name} must be positive, got {getattr(self, name)}"
+            )
         require(
             self.hidden_size % self.num_attention_heads == 0,
             f"cogvla.dino.hidden_size {self.hidden_size} must be divisible by num_attention_heads "
@@ -84,7 +87,7 @@ class CogVLAConfig:
             all(0.0 < r <= 1.0 for r in ratios), f"cogvla.prune_keep_ratios must be in (0, 1], got {ratios}"
         )
         require(
-            all(a >= b for a, b in zip(ratios, ratios[1:], strict=False)),
+            all(a >= b for a, b in itertools.pairwise(ratios)),
             f"cogvla.prune_keep_ratios must not increase (pruned tokens stay pruned), got {ratios}",
         )
         require(

@@ -108,7 +108,9 @@ class GraphPrefixBackend(PrefixBackend):
         if input_ids is None or "input_ids" not in self._runners["vision"].input_names:
             return self._run("vision", pixel_values=pixel_values)["vit_embeds"]
         # a CogVLA vision graph also takes the prompt (instruction-conditioned FiLM / router)
-        out = self._run("vision", pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
+        out = self._run(
+            "vision", pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask
+        )
         return out["vit_embeds"]
 
     def language(

@@ -190,7 +190,9 @@ def tiny_cogvla() -> ModelConfig:
         prune_layers=(1,),
         prune_keep_ratios=(0.5,),
     )
-    return dataclasses.replace(base, name="tiny-cogvla", backbone=dataclasses.replace(base.backbone, cogvla=cog))
+    return dataclasses.replace(
+        base, name="tiny-cogvla", backbone=dataclasses.replace(base.backbone, cogvla=cog)
+    )
 
 
 def groot_n15_cogvla() -> ModelConfig:
@@ -202,7 +204,9 @@ def groot_n15_cogvla() -> ModelConfig:
         film=True,
         aggregation_tokens=64,
         dual_encoder=True,
-        dino=DinoV2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4, patch_size=14),
+        dino=DinoV2Config(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4, patch_size=14
+        ),
         router_hidden=2048,
         prune_layers=(3, 6, 9),
         prune_keep_ratios=(0.75, 0.5, 0.25),

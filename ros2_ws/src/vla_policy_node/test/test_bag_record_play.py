@@ -106,8 +106,8 @@ from sensor_msgs.msg import Image, JointState
 rclpy.init()
 node = rclpy.create_node("burst_pub")
 qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-pub_i = node.create_publisher(Image, "/camera/image_raw", qos)
-pub_j = node.create_publisher(JointState, "/joint_states", qos)
+pub_i = node.create_publisher(Image, "/burst_test/image_raw", qos)
+pub_j = node.create_publisher(JointState, "/burst_test/joint_states", qos)
 deadline = time.monotonic() + 20
 while time.monotonic() < deadline and not (
     pub_i.get_subscription_count() > 0 and pub_j.get_subscription_count() > 0
@@ -140,8 +140,8 @@ def test_stop_right_after_burst_keeps_everything(tmp_path, ros_env, spawn, sig):
             str(out),
             "--stats-json",
             str(stats_json),
-            "/camera/image_raw",
-            "/joint_states",
+            "/burst_test/image_raw",
+            "/burst_test/joint_states",
         ],
         ros_env,
     )
@@ -151,22 +151,19 @@ def test_stop_right_after_burst_keeps_everything(tmp_path, ros_env, spawn, sig):
     assert wait_for_output(pub, "PUBLISHED", 60), output(pub)
     rec.send_signal(getattr(signal, sig))  # no pause: the burst is still being taken and written
     assert rec.wait(timeout=60) == 0, output(rec)
-    assert "/joint_states: received 500, written 500" in output(rec), output(rec)
+    assert "/burst_test/joint_states: received 500, written 500" in output(rec), output(rec)
     with open_bag(out) as bag:
         topics = bag.topics()
-        assert topics["/camera/image_raw"].count == n_images
-        assert topics[JOINT_STATES_TOPIC].count == n_joints
-        stamps = [m.msg.header.stamp.sec for m in bag.messages(topics=["/camera/image_raw"])]
+        assert topics["/burst_test/image_raw"].count == n_images
+        assert topics["/burst_test/joint_states"].count == n_joints
+        stamps = [m.msg.header.stamp.sec for m in bag.messages(topics=["/burst_test/image_raw"])]
         assert stamps == list(range(n_images))
-        positions = [int(m.msg.position[0]) for m in bag.messages(topics=[JOINT_STATES_TOPIC])]
+        positions = [int(m.msg.position[0]) for m in bag.messages(topics=["/burst_test/joint_states"])]
         assert positions == list(range(n_joints))
     stats = json.loads(stats_json.read_text())
     assert stats["lost_in_recorder"] == 0 and stats["error"] is None
-    assert stats["topics"]["/camera/image_raw"] == {
-        "received": n_images,
-        "written": n_images,
-        "bytes": stats["topics"]["/camera/image_raw"]["bytes"],
-    }
+    img = stats["topics"]["/burst_test/image_raw"]
+    assert img["received"] == img["written"] == n_images and img["bytes"] > n_images * 240 * 320 * 3
 
 
 def test_close_drains_writer_queue(tmp_path, ros_env):
@@ -183,11 +180,11 @@ def test_close_drains_writer_queue(tmp_path, ros_env):
         node = rclpy.create_node("rec_unit")
         pub_node = rclpy.create_node("pub_unit")
         pub = pub_node.create_publisher(
-            String, "/chatter", QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+            String, "/drain_test/chatter", QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         )
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        rec = BagRecorder(node, tmp_path / "rec", topics=["/chatter"], log=lambda s: None)
+        rec = BagRecorder(node, tmp_path / "rec", topics=["/drain_test/chatter"], log=lambda s: None)
         write_raw = rec.writer.write_raw
 
         def slow_write(topic, stamp, data):
@@ -196,20 +193,20 @@ def test_close_drains_writer_queue(tmp_path, ros_env):
 
         rec.writer.write_raw = slow_write
         deadline = time.monotonic() + 20
-        while "/chatter" not in rec.subscribed or pub.get_subscription_count() == 0:
+        while "/drain_test/chatter" not in rec.subscribed or pub.get_subscription_count() == 0:
             assert time.monotonic() < deadline, "no discovery"
             executor.spin_once(timeout_sec=0.05)
         for i in range(n):
             pub.publish(String(data=f"m{i}"))
         t0 = time.monotonic()
-        while rec.received["/chatter"] < n and time.monotonic() - t0 < 10:
+        while rec.received["/drain_test/chatter"] < n and time.monotonic() - t0 < 10:
             executor.spin_once(timeout_sec=0.02)
         assert time.monotonic() - t0 < 2.0, "intake waited on the (slow) writer"
-        assert rec.received["/chatter"] == n
+        assert rec.received["/drain_test/chatter"] == n
         assert rec.queued > n // 2  # most of the burst is still waiting for the disk
         drain(executor, 0.1, rec)
         counts = rec.close()
-        assert counts == {"/chatter": n}
+        assert counts == {"/drain_test/chatter": n}
         assert rec.stats()["max_queued_messages"] > n // 2
         executor.shutdown()
         node.destroy_node()

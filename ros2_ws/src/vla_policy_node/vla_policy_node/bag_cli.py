@@ -125,7 +125,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.duration if args.duration > 0 else None
         spin_until(executor, stop, deadline)
         _out(f"stopping: draining {recorder.queued} queued messages and what is still in flight")
-        drain(executor, 0.3, recorder)
+        drain(executor, 0.3, recorder, window=args.drain)
         counts = recorder.close()
         stats = recorder.stats()
         for topic, st in stats["topics"].items():
@@ -246,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embodiment", default="")
     p.add_argument("--success", choices=("true", "false", "unknown"), default="unknown")
     p.add_argument("--node-name", default="vla_bag_recorder")
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=3.5,
+        help="on stop, keep taking messages up to this many seconds after the last reliable one, so that "
+        "samples resent after the publisher's heartbeat (3 s in Fast DDS) are kept (default 3.5)",
+    )
     p.add_argument("--stats-json", default=None, help="write the per-topic counts and write rate here")
     p.set_defaults(func=cmd_record)
 

@@ -5,12 +5,13 @@
 - Topics are discovered from the graph (types and the publishers' QoS); each topic's offered QoS goes into
   ``metadata.yaml``. The subscription matches the publishers: reliable when all of them are reliable,
   transient local when all of them are. Reliable topics are subscribed with KEEP_ALL history (the reader
-  never overwrites a sample it has not handed over; a slow reader throttles the publisher instead of losing
-  data); best-effort topics with KEEP_LAST of a large depth.
+  never overwrites a sample it has not handed over), best-effort ones with KEEP_LAST of a large depth.
 - Intake never waits on disk: a subscription callback only stamps the message and puts ``(topic, stamp,
   bytes)`` on an unbounded queue; a dedicated writer thread empties it into the bag.
 - Timestamps are the receive time on the node clock (``use_sim_time`` gives bag time from ``/clock``).
-- ``close()`` (after SIGINT / SIGTERM in the CLI and ``drain``) stops the subscriptions, lets the writer
+- On SIGINT / SIGTERM the CLI first ``drain``s: it keeps taking messages until ``RELIABLE_DRAIN_S`` after
+  the last reliable one (at most that long), since a sample lost on the wire is only resent after the
+  publisher's next heartbeat. Then ``close()`` stops the subscriptions, lets the writer
   thread write everything still queued, then closes the bag: metadata.yaml is written and the storage file
   is complete. ``stats()`` gives the per-topic counts (received, written), bytes and the write rate.
 """
@@ -32,6 +33,9 @@ from vla_policy_node.bag_player import message_class
 logger = logging.getLogger(__name__)
 
 RECORD_DEPTH = 1000  # history depth of best-effort subscriptions (reliable ones keep all)
+# How long the stop waits after the last reliable message: longer than a reliable writer's heartbeat period
+# (3 s by default in Fast DDS), after which it resends what the recorder missed.
+RELIABLE_DRAIN_S = 3.5
 
 _STOP = object()  # the writer thread's end-of-queue marker
 
@@ -100,7 +104,8 @@ class BagRecorder:
         self._queued_bytes = 0
         self.max_queued = 0
         self.max_queued_bytes = 0
-        self.last_intake = time.monotonic()
+        self.last_intake = self.last_reliable_intake = float("-inf")
+        self._reliable: set[str] = set()
         self.error: BaseException | None = None
         self._closed = False
         self._t_start = time.monotonic()
@@ -163,6 +168,8 @@ class BagRecorder:
         with self._lock:
             self.received[topic] = 0
             self.bytes_written[topic] = 0
+            if reliable:
+                self._reliable.add(topic)
         self._subs[topic] = self.node.create_subscription(
             cls, topic, lambda data, t=topic: self._on_message(t, data), profile, raw=True
         )
@@ -183,6 +190,8 @@ class BagRecorder:
             self.max_queued = max(self.max_queued, self._queued)
             self.max_queued_bytes = max(self.max_queued_bytes, self._queued_bytes)
             self.last_intake = time.monotonic()
+            if topic in self._reliable:
+                self.last_reliable_intake = self.last_intake
         self._queue.put((topic, stamp, data))
 
     def _write_loop(self) -> None:
@@ -263,16 +272,17 @@ def spin_until(executor: Any, stop: threading.Event, deadline: float | None = No
 
 
 def drain(
-    executor: Any, seconds: float = 0.5, recorder: BagRecorder | None = None, max_seconds: float = 30.0
+    executor: Any, seconds: float = 0.5, recorder: BagRecorder | None = None, window: float = RELIABLE_DRAIN_S
 ) -> None:
-    """Handle what has already arrived: spin for ``seconds``, and with a ``recorder``, go on until nothing
-    has arrived for ``seconds`` (at most ``max_seconds``), so that a burst in flight at the stop is kept."""
+    """Handle what has already arrived: spin for ``seconds``. With a ``recorder`` that got reliable traffic
+    recently, go on until ``window`` seconds after its last reliable message (at most ``window`` seconds in
+    all): a sample lost on the wire just before the stop is resent after the publisher's next heartbeat
+    (every 3 s in Fast DDS by default), so a burst in flight at the stop is kept."""
     start = time.monotonic()
-    end = start + seconds
     while True:
-        now = time.monotonic()
+        end = start + seconds
         if recorder is not None:
-            end = max(end, recorder.last_intake + seconds)
-        if now >= end or now - start >= max_seconds:
+            end = max(end, min(recorder.last_reliable_intake + window, start + window))
+        if time.monotonic() >= end:
             break
         executor.spin_once(timeout_sec=0.02)
