@@ -84,8 +84,23 @@ def main() -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="load_check_")) / "bag"
     env = ros_harness.ros_child_env()
     topics = [f"/cameras/cam{i}/image_raw" for i in range(3)] + ["/joint_states"]
-    rec = ros_harness.spawn([sys.executable, "-m", "vla_policy_node.bag_cli", "record", "--out", str(out),
-                             "--storage", args.storage, *topics], env)
+    stats_json = out.parent / (out.name + ".stats.json")
+    rec = ros_harness.spawn(
+        [
+            sys.executable,
+            "-m",
+            "vla_policy_node.bag_cli",
+            "record",
+            "--out",
+            str(out),
+            "--storage",
+            args.storage,
+            "--stats-json",
+            str(stats_json),
+            *topics,
+        ],
+        env,
+    )
     pub = None
     try:
         if not ros_harness.wait_for_output(rec, "recording to", 30):
@@ -109,9 +124,27 @@ def main() -> int:
         recorded = {t: s.count for t, s in bag.topics().items()}
     lost = {t: published["counts"][t] - recorded.get(t, 0) for t in topics}
     size = sum(f.stat().st_size for f in out.iterdir())
+    stats = json.loads(stats_json.read_text()) if stats_json.exists() else {}
     result = {
-        "duration_s": args.duration, "storage": args.storage, "publisher": published, "recorded": recorded,
-        "lost": lost, "recorder_exit": rc, "finalise_s": round(stop_s, 2), "bag_bytes": size, "bag": str(out),
+        "duration_s": args.duration,
+        "storage": args.storage,
+        "publisher": published,
+        "recorded": recorded,
+        "lost": lost,
+        "recorder_exit": rc,
+        "finalise_s": round(stop_s, 2),
+        "bag_bytes": size,
+        "bag": str(out),
+        "recorder": {
+            k: stats.get(k)
+            for k in (
+                "write_mb_per_s",
+                "max_queued_messages",
+                "max_queued_mb",
+                "lost_in_recorder",
+                "elapsed_s",
+            )
+        },
     }
     print(json.dumps(result, indent=1))
     return 0 if rc == 0 and all(v == 0 for v in lost.values()) else 1

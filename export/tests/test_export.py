@@ -194,3 +194,8 @@ def test_tensorrt_engines_build_and_pass_parity(checkpoint: Path, artifacts: Pat
     assert set(engines) == {"vision", "llm", "vl_head"}
     report = run_parity(checkpoint, artifacts, "tensorrt", engines=tmp_path)
     assert report.passed, report.failures
+
+
+def test_torch_compile_backend_is_selectable(checkpoint: Path) -> None:
+    policy = VLAPolicy.from_checkpoint(checkpoint)
+    assert policy.use_prefix_backend(["torch_compile", "torch"]) == "torch_compile"

@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--artifacts", type=Path, default=None)
     p.add_argument("--engines", type=Path, default=None)
-    p.add_argument("--backend", action="append", choices=("onnxruntime", "tensorrt"), default=None)
+    p.add_argument(
+        "--backend", action="append", choices=("onnxruntime", "tensorrt", "torch_compile"), default=None
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--out-json", type=Path, default=None)

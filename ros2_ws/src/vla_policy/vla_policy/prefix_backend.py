@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
+BACKENDS = ("tensorrt", "onnxruntime", "torch_compile", "torch")
 
 
 class PrefixBackend:
@@ -80,6 +80,38 @@ class TorchPrefixBackend(PrefixBackend):
 
     def vl_head(self, features: torch.Tensor, attention_mask: torch.Tensor) -> PrefixOutput:
         return self._expert.prepare_prefix(features, attention_mask, with_cross_kv=True)
+
+
+class CompiledTorchPrefixBackend(TorchPrefixBackend):
+    """The torch stages under ``torch.compile``: CUDA graphs on a GPU (``reduce-overhead``), Inductor
+    kernels on the CPU. Compilation happens on the first calls, so the node's warm-up pays for it."""
+
+    name = "torch_compile"
+
+    def __init__(self, policy: VLAPolicy) -> None:
+        super().__init__(policy)
+        mode = "reduce-overhead" if policy.device.type == "cuda" else "default"
+        self._backbone_images = torch.compile(self._backbone.encode_images, mode=mode, dynamic=True)
+        self._backbone_language = torch.compile(self._backbone.encode_language, mode=mode, dynamic=True)
+        self._head = torch.compile(self._expert.prepare_prefix, mode=mode, dynamic=True)
+
+    def vision(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self._backbone_images(pixel_values, input_ids, attention_mask)
+
+    def language(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vit: torch.Tensor
+    ) -> torch.Tensor:
+        if getattr(self._expert, "uses_layer_kv", False):
+            return self._expert.embed_prefix(input_ids, attention_mask, vit)
+        return self._backbone_language(input_ids, attention_mask, vit)
+
+    def vl_head(self, features: torch.Tensor, attention_mask: torch.Tensor) -> PrefixOutput:
+        return self._head(features, attention_mask, with_cross_kv=True)
 
 
 class GraphPrefixBackend(PrefixBackend):
@@ -200,6 +232,8 @@ def select_prefix_backend(
                 backend: PrefixBackend = tensorrt_backend(policy, artifacts, engines)
             elif name == "onnxruntime":
                 backend = onnxruntime_backend(policy, artifacts)
+            elif name == "torch_compile":
+                backend = CompiledTorchPrefixBackend(policy)
             else:
                 backend = TorchPrefixBackend(policy)
         except BackendUnavailable as exc:

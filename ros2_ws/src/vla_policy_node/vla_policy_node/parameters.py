@@ -17,10 +17,10 @@ import yaml
 from vla_policy.chunk_scheduler import BLENDING_MODES, ChunkSchedulerConfig
 from vla_policy.joint_groups import GROUP_NAMES, JointGroups
 from vla_policy.observation_buffer import ObservationBufferConfig
+from vla_policy.prefix_backend import BACKENDS
 from vla_policy.safety_filter import SafetyFilterConfig
 from vla_policy.strict_config import ConfigError
 
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 OUTPUT_MODES: tuple[str, ...] = ("trajectory", "forward")
 FORWARD_HOLD_MODES: tuple[str, ...] = ("repeat", "stop")
 CAMERA_TYPES: tuple[str, ...] = ("Image", "CompressedImage")
@@ -32,7 +32,7 @@ ALOHA_RIGHT = tuple(f"right_joint_{i}" for i in range(6))
 # name -> description. Defaults live in config/defaults.yaml (the package's parameter file).
 DESCRIPTIONS: dict[str, str] = {
     "checkpoint": "checkpoint directory (required; `vla-policy init` makes a random one for demos)",
-    "backend": "prefix backend tried first: torch | onnxruntime | tensorrt",
+    "backend": "prefix backend tried first: torch | torch_compile | onnxruntime | tensorrt",
     "backend_fallback": (
         "prefix backends tried next, in order, when `backend` cannot load (choice and reasons are logged)"
     ),
