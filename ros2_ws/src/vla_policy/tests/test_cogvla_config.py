@@ -8,7 +8,7 @@ from vla_policy.cogvla_config import CogVLAConfig
 from vla_policy.config import BackboneConfig
 from vla_policy.policy import VLAModel
 from vla_policy.presets import get_preset
-from vla_policy.strict_config import ConfigError, from_dict, to_dict
+from vla_policy.strict_config import ConfigError, from_dict, replace, to_dict
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,11 @@ def test_full_size_cogvla_preset_builds_on_meta() -> None:
     assert parts.aggregation.tokens.shape == (1, 64, 1152)
     assert parts.dino.model.config.hidden_size == 1024
     assert parts.pruner.kept == (144, 96, 48)
+
+
+def test_pruning_with_a_layer_kv_expert_is_refused() -> None:
+    cogvla = get_preset("tiny-cogvla")
+    assert cogvla.backbone.cogvla is not None and cogvla.backbone.cogvla.prune_layers
+    pi0 = get_preset("pi0-tiny")
+    with pytest.raises(ConfigError, match="prune_layers needs the dit_cross_attention expert"):
+        replace(pi0, backbone=replace(pi0.backbone, cogvla=cogvla.backbone.cogvla))

@@ -349,3 +349,9 @@ class ModelConfig:
             f"action_head.max_seq_len {self.action_head.max_seq_len} < action_horizon {self.action_horizon}",
         )
         require(self.decoder.hidden_size > 0 and self.action_head.dit.output_dim > 0, "decoder sizes")
+        cogvla = self.backbone.cogvla
+        require(
+            cogvla is None or not cogvla.prune_layers or self.expert == "dit_cross_attention",
+            f"cogvla.prune_layers needs the dit_cross_attention expert: '{self.expert}' runs the LLM layers "
+            "itself for its per-layer K/V, so pruning inside the backbone's LLM would not apply",
+        )

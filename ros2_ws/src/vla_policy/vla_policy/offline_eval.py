@@ -260,6 +260,100 @@ def config_from_node_params(params: Mapping[str, Any], base: EvalConfig) -> Eval
     return replace(base, **kw) if kw else base
 
 
+# --- bag -> observations, exactly as the node builds them (shared with episode_dataset) --------------
+def make_observation_buffer(
+    cfg: EvalConfig, cams: Mapping[str, str], history_frames: int, embodiment_id: int = 0
+) -> ObservationBuffer:
+    """The node's ObservationBuffer for these cameras, with the limits of ``cfg``."""
+    return ObservationBuffer(
+        ObservationBufferConfig(
+            cameras=tuple(cams),
+            max_image_age=cfg.max_image_age,
+            max_state_age=cfg.max_state_age,
+            max_camera_skew=cfg.max_camera_skew,
+            max_instruction_length=cfg.max_instruction_length,
+            history_frames=history_frames,
+            embodiment_id=embodiment_id,
+        )
+    )
+
+
+class BagObservationFeed:
+    """Push an episode bag's inputs (cameras, /joint_states, /instruction) into an ObservationBuffer in
+    time order, as the node's subscriptions do: ``advance(now)`` delivers every message up to ``now``."""
+
+    def __init__(
+        self,
+        reader: EpisodeBagReader,
+        buffer: ObservationBuffer,
+        cfg: EvalConfig,
+        meta: EpisodeMetadata,
+        joints: JointGroups,
+        cams: Mapping[str, str],
+        has_instruction: bool,
+    ) -> None:
+        self.buffer = buffer
+        self.joints = joints
+        instruction = cfg.default_instruction or (meta.instruction if not has_instruction else "")
+        if instruction:
+            try:
+                buffer.set_instruction(instruction)
+            except InstructionRejected as exc:
+                raise EvalError(f"instruction rejected: {exc.reason}") from exc
+        self.topic_cam = {t: c for c, t in cams.items()}
+        inputs = [*cams.values(), JOINT_STATES_TOPIC] + ([INSTRUCTION_TOPIC] if has_instruction else [])
+        self.msgs = reader.messages(topics=inputs)
+        self.nxt = next(self.msgs, None)
+        self.image_size: tuple[int, int] | None = None  # any size, as the node with image_height = 0
+        self.checked_names = False
+
+    def advance(self, now: float) -> None:
+        buffer, joints = self.buffer, self.joints
+        while self.nxt is not None and self.nxt.time <= now + 1e-9:
+            m = self.nxt
+            self.nxt = next(self.msgs, None)
+            if m.topic == INSTRUCTION_TOPIC:
+                try:
+                    buffer.set_instruction(m.msg.data)
+                except InstructionRejected as exc:
+                    logger.warning("instruction rejected: %s", exc.reason)
+                continue
+            stamp = stamp_to_sec(m.msg.header.stamp)
+            stamp = stamp if stamp > 0 else m.time
+            if m.topic == JOINT_STATES_TOPIC:
+                if not self.checked_names:
+                    check_joint_names(list(m.msg.name), joints, JOINT_STATES_TOPIC)
+                    self.checked_names = True
+                try:
+                    state = joints.state_from_joint_state(list(m.msg.name), m.msg.position)
+                except JointMappingError as exc:
+                    raise JointNamesMismatchError(f"{JOINT_STATES_TOPIC}: {exc}") from exc
+                buffer.update_state(state, stamp)
+            else:
+                from vla_policy.image_codec import ImageDecodeError
+
+                cam = self.topic_cam[m.topic]
+                try:
+                    buffer.update_image(cam, image_from_msg(m.msg, m.msgtype, self.image_size), stamp)
+                except ImageDecodeError as exc:
+                    buffer.report_error(cam, str(exc))
+
+    def close(self) -> None:
+        close = getattr(self.msgs, "close", None)
+        if close is not None:
+            close()
+
+
+def episode_ticks(reader: EpisodeBagReader, period: float, max_duration: float = 0.0) -> np.ndarray:
+    """Tick times (seconds) from the bag's first message to its last, every ``period``."""
+    t_start = reader.start_time * 1e-9
+    t_end = reader.end_time * 1e-9
+    if max_duration > 0:
+        t_end = min(t_end, t_start + max_duration)
+    n_ticks = math.floor((t_end - t_start) / period + 1e-9) + 1
+    return t_start + np.arange(n_ticks) * period
+
+
 # --- evaluation -----------------------------------------------------------------------------------------
 @dataclass
 class _Pending:
@@ -377,16 +471,7 @@ def _simulate(
     dt = float(policy.config.dt)
     horizon = int(policy.config.action_horizon)
     period = 1.0 / cfg.control_rate_hz if cfg.control_rate_hz > 0 else dt
-    buffer = ObservationBuffer(
-        ObservationBufferConfig(
-            cameras=tuple(cams),
-            max_image_age=cfg.max_image_age,
-            max_state_age=cfg.max_state_age,
-            max_camera_skew=cfg.max_camera_skew,
-            max_instruction_length=cfg.max_instruction_length,
-            history_frames=policy.config.backbone.history_frames,
-        )
-    )
+    buffer = make_observation_buffer(cfg, cams, policy.config.backbone.history_frames)
     sched = ChunkScheduler(
         ChunkSchedulerConfig(
             control_period=period,
@@ -398,25 +483,10 @@ def _simulate(
             rtc_max_guidance_weight=cfg.rtc_max_guidance_weight,
         )
     )
-    instruction = cfg.default_instruction or (meta.instruction if not has_instruction else "")
-    if instruction:
-        try:
-            buffer.set_instruction(instruction)
-        except InstructionRejected as exc:
-            raise EvalError(f"instruction rejected: {exc.reason}") from exc
-
-    topic_cam = {t: c for c, t in cams.items()}
-    inputs = [*cams.values(), JOINT_STATES_TOPIC] + ([INSTRUCTION_TOPIC] if has_instruction else [])
-    t_start = reader.start_time * 1e-9
-    t_end = reader.end_time * 1e-9
-    if cfg.max_duration > 0:
-        t_end = min(t_end, t_start + cfg.max_duration)
-    n_ticks = math.floor((t_end - t_start) / period + 1e-9) + 1
-    times = t_start + np.arange(n_ticks) * period
-    msgs = reader.messages(topics=inputs)
-    nxt = next(msgs, None)
-    image_size: tuple[int, int] | None = None  # any size, as the node with image_height = 0
-    checked_names = False
+    feed = BagObservationFeed(reader, buffer, cfg, meta, joints, cams, has_instruction)
+    times = episode_ticks(reader, period, cfg.max_duration)
+    t_start = float(times[0])
+    n_ticks = times.size
 
     predicted = np.full((n_ticks, joints.state_dim), np.nan)
     chunk_ids = np.zeros(n_ticks, dtype=np.int64)
@@ -441,35 +511,7 @@ def _simulate(
     )
     try:
         for k, now in enumerate(times):
-            # deliver the messages received up to now
-            while nxt is not None and nxt.time <= now + 1e-9:
-                m = nxt
-                nxt = next(msgs, None)
-                if m.topic == INSTRUCTION_TOPIC:
-                    try:
-                        buffer.set_instruction(m.msg.data)
-                    except InstructionRejected as exc:
-                        logger.warning("instruction rejected: %s", exc.reason)
-                    continue
-                stamp = stamp_to_sec(m.msg.header.stamp)
-                stamp = stamp if stamp > 0 else m.time
-                if m.topic == JOINT_STATES_TOPIC:
-                    if not checked_names:
-                        check_joint_names(list(m.msg.name), joints, JOINT_STATES_TOPIC)
-                        checked_names = True
-                    try:
-                        state = joints.state_from_joint_state(list(m.msg.name), m.msg.position)
-                    except JointMappingError as exc:
-                        raise JointNamesMismatchError(f"{JOINT_STATES_TOPIC}: {exc}") from exc
-                    buffer.update_state(state, stamp)
-                else:
-                    from vla_policy.image_codec import ImageDecodeError
-
-                    cam = topic_cam[m.topic]
-                    try:
-                        buffer.update_image(cam, image_from_msg(m.msg, m.msgtype, image_size), stamp)
-                    except ImageDecodeError as exc:
-                        buffer.report_error(cam, str(exc))
+            feed.advance(now)  # deliver the messages received up to now
             if pending is not None and pending.ready_at <= now + 1e-9:
                 accept(pending)
                 pending = None
@@ -508,9 +550,7 @@ def _simulate(
             bar.update(1)
     finally:
         bar.close()
-        close = getattr(msgs, "close", None)
-        if close is not None:
-            close()
+        feed.close()
 
     recorded = gt.at(times)
 
