@@ -18,10 +18,10 @@ setup:
 
 lint:
 	@[ -x .venv/bin/ruff ] || bash scripts/setup.sh
-	@$(ENV) ruff check .
+	@$(ENV) ruff check --no-cache .
 
 test: setup
-	@$(ENV) echo "lint: ruff check ." && ruff check . && python -m pytest $(PYTEST_ARGS)
+	@$(ENV) echo "lint: ruff check ." && ruff check --no-cache . && python -m pytest $(PYTEST_ARGS)
 
 demo: setup
 	@$(ENV) scripts/demo.sh

@@ -7,6 +7,7 @@ commands and the bag player with /clock, as three processes. Score afterwards wi
 Unverified here (no launch package in this environment); it uses only the plain launch API.
 """
 
+from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
@@ -17,8 +18,6 @@ from launch.actions import (
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-
-from launch import LaunchDescription
 
 CONTROLLER_TOPICS = [
     "/left_arm_controller/commands",

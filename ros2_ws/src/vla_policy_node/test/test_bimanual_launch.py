@@ -27,6 +27,7 @@ if _MISSING:
         allow_module_level=True,
     )
 
+import launch  # noqa: E402
 import launch_testing  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
@@ -35,8 +36,6 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 from launch.substitutions import PathJoinSubstitution  # noqa: E402
 from launch_ros.substitutions import FindPackageShare  # noqa: E402
 from launch_testing_ros import WaitForTopics  # noqa: E402
-
-import launch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from node_harness import GROUP_JOINTS, Harness, node_params, write_params_file  # noqa: E402
