@@ -53,3 +53,5 @@ def test_eval_closed_loop_with_random_tiny_checkpoint(tmp_path):
     assert rep["n_episodes"] == 1 and 0.0 <= rep["success_rate"] <= 1.0
     assert rep["accepted_commands"] + rep["rejected_commands"] > 0, "the node sent nothing to the sim"
     assert (out / "eval.md").is_file() and (out / "video" / "episode_000.gif").is_file()
+    latency = rep["inference_latency"]
+    assert latency["reps"] >= 1 and latency["median_ms"] > 0, "no inference latency from the node's chunks"

@@ -2,8 +2,9 @@
 
 The sim runs N episodes (auto-reset after the episode length) and writes one JSON line per episode; the
 node runs with ``use_sim_time`` and config/aloha.yaml (groups, cameras: sim 'top' published as 'head').
-Reports: ``eval.json``, ``eval.md``, ``eval.png`` (per-episode max reward and command latency) and a gif
-of the first episode under ``video/``.
+Reports: ``eval.json``, ``eval.md`` (success rate, time to success, the node's inference latency from
+its ``~/action_chunk`` messages), ``eval.png`` (per-episode max reward) and a gif of the first episode
+under ``video/``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,36 @@ from typing import Any
 from vla_sim.aloha_env import DT, EPISODE_STEPS
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "aloha.yaml"
+CHUNK_TOPIC = "/vla_policy_node/action_chunk"
+
+
+class LatencyListener:
+    """Collects ``inference_latency`` (seconds) of every ActionChunk the node publishes, on its own thread."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from vla_msgs.msg import ActionChunk
+
+        self.latencies: list[float] = []
+        self._context = rclpy.Context()
+        rclpy.init(context=self._context)
+        self._node = rclpy.create_node("vla_sim_eval_latency", context=self._context)
+        self._node.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, 10)
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self._node)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_chunk(self, msg: Any) -> None:
+        self.latencies.append(msg.inference_latency.sec + msg.inference_latency.nanosec * 1e-9)
+
+    def close(self) -> list[float]:
+        self._executor.shutdown()
+        self._node.destroy_node()
+        self._context.try_shutdown()
+        self._thread.join(timeout=5.0)
+        return list(self.latencies)
 
 
 def _aloha_yaml() -> Path:
@@ -82,6 +114,7 @@ def eval_main(args: Any) -> int:
         "--video-dir", str(out / "video"),
     ]  # fmt: skip
     t0 = time.perf_counter()
+    listener = LatencyListener()
     sim_log = (out / "sim.log").open("w")
     node_log = (out / "node.log").open("w")
     sim = subprocess.Popen(sim_cmd, env=env, stdout=sim_log, stderr=subprocess.STDOUT)
@@ -96,16 +129,22 @@ def eval_main(args: Any) -> int:
     finally:
         _stop(sim)
         node_rc = _stop(node)
+        latencies = listener.close()
     wall = time.perf_counter() - t0
     eps = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     eps = [e for e in eps if e.get("reason") == "time limit"] or eps
-    report = summarize(args, eps, wall, timed_out, node_rc, out)
+    report = summarize(args, eps, wall, timed_out, node_rc, out, latencies)
     sys.stdout.write(json.dumps({k: v for k, v in report.items() if k != "episodes"}) + "\n")
     return 0 if eps and not timed_out else 1
 
 
-def summarize(args: Any, eps: list[dict], wall: float, timed_out: bool, node_rc: int, out: Path) -> dict:
+def summarize(
+    args: Any, eps: list[dict], wall: float, timed_out: bool, node_rc: int, out: Path, latencies: list[float]
+) -> dict:
     import numpy as np
+    from vla_policy.latency_stats import summarize as summarize_latency
+
+    latency = summarize_latency(latencies).as_ms()
 
     succ = [e for e in eps if e["success"]]
     tts = [e["time_to_success"] for e in succ if e["time_to_success"] is not None]
@@ -120,6 +159,7 @@ def summarize(args: Any, eps: list[dict], wall: float, timed_out: bool, node_rc:
         "time_to_success_s_median": float(np.median(tts)) if tts else None,
         "accepted_commands": sum(e["accepted_commands"] for e in eps),
         "rejected_commands": sum(e["rejected_commands"] for e in eps),
+        "inference_latency": latency,
         "wall_s": round(wall, 2),
         "timed_out": timed_out,
         "node_exit_code": node_rc,
@@ -134,6 +174,8 @@ def summarize(args: Any, eps: list[dict], wall: float, timed_out: bool, node_rc:
         f"- success rate: {report['success_rate']:.2f} ({len(succ)}/{len(eps)})",
         f"- time to success (median): {report['time_to_success_s_median']}",
         f"- commands accepted/rejected: {report['accepted_commands']}/{report['rejected_commands']}",
+        f"- inference latency (wall clock, {latency['reps']} chunks): median {latency['median_ms']} ms, "
+        f"p99 {latency['p99_ms']} ms, max {latency['max_ms']} ms",
         f"- wall time: {report['wall_s']} s",
         "",
         "| episode | seed | success | max reward | time to success (s) |",
