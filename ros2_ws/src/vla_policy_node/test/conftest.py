@@ -46,10 +46,3 @@ def module_ros_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def start_node(params_file: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    import ros_harness
-
-    cmd = [sys.executable, "-m", "vla_policy_node.node", "--ros-args", "--params-file", str(params_file)]
-    return ros_harness.spawn(cmd, env, log_path=log_path)

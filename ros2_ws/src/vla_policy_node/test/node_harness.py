@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -346,3 +348,10 @@ class Harness:
         req.parameters = [Parameter(name, value=value).to_parameter_msg()]
         result = self._call(self.set_params_cli, req).results[0]
         return bool(result.successful), str(result.reason)
+
+
+def start_node(params_file: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    import ros_harness
+
+    cmd = [sys.executable, "-m", "vla_policy_node.node", "--ros-args", "--params-file", str(params_file)]
+    return ros_harness.spawn(cmd, env, log_path=log_path)

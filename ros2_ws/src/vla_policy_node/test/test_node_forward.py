@@ -8,9 +8,17 @@ from pathlib import Path
 
 import pytest
 import ros_harness
-from node_harness import CAMERAS, CLAW, GROUP_JOINTS, LEFT, RIGHT, Harness, node_params, write_params_file
-
-from conftest import start_node
+from node_harness import (
+    CAMERAS,
+    CLAW,
+    GROUP_JOINTS,
+    LEFT,
+    RIGHT,
+    Harness,
+    node_params,
+    start_node,
+    write_params_file,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

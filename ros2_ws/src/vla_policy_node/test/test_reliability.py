@@ -22,10 +22,8 @@ from typing import Any
 
 import pytest
 import ros_harness
-from node_harness import CAMERAS, GROUP_JOINTS, Harness, node_params, write_params_file
+from node_harness import CAMERAS, GROUP_JOINTS, Harness, node_params, start_node, write_params_file
 from reliability_report import ReliabilityReport
-
-from conftest import start_node
 
 HERE = Path(__file__).resolve().parent
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -1,23 +1,3 @@
-import os
-import sys
-from pathlib import Path
+"""vla_sim tests: importing the harness sets MUJOCO_GL and the package path for every test."""
 
-import pytest
-
-PKG = Path(__file__).resolve().parents[1]
-if str(PKG) not in sys.path:
-    sys.path.insert(0, str(PKG))
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-
-def _have(mod: str) -> bool:
-    try:
-        __import__(mod)
-        return True
-    except Exception:
-        return False
-
-
-need_sim = pytest.mark.skipif(
-    not (_have("gym_aloha") and _have("dm_control")), reason="gym-aloha not installed (requirements/sim.txt)"
-)
+import sim_harness  # noqa: F401

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import PKG, need_sim
+from sim_harness import PKG, need_sim
 
 pytest.importorskip("rclpy")
 pytestmark = [pytest.mark.ros, pytest.mark.slow, need_sim]

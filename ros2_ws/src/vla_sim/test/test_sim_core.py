@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from sim_harness import need_sim
 from vla_sim.aloha_env import JOINT_NAMES, SimError
 from vla_sim.commands import CommandArbiter
 from vla_sim.demos import GROUP_INDICES, parse_camera_map, split_groups
-
-from conftest import need_sim
 
 GROUPS = {g: [JOINT_NAMES[i] for i in idx] for g, idx in GROUP_INDICES.items()}
 

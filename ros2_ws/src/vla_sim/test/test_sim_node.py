@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import PKG, need_sim
+from sim_harness import PKG, need_sim
 
 rclpy = pytest.importorskip("rclpy")
 pytestmark = [pytest.mark.ros, need_sim]
