@@ -364,7 +364,10 @@ SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_bench_parser,
 ]
 # "module:function" adders from other modules (eval, train, ...), added when importable
-PLUGIN_SUBCOMMANDS: list[str] = ["vla_policy.offline_eval:add_eval_parser"]
+PLUGIN_SUBCOMMANDS: list[str] = [
+    "vla_policy.offline_eval:add_eval_parser",
+    "vla_policy.training:add_train_parser",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -352,12 +352,13 @@ class Prefetcher:
         self._build = build
         self._next_submit = start
         self._stop = stop
+        self._sync = workers <= 0  # build in the caller's thread, when asked for: no overlap
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="batch")
         self._queue: deque[Future[dict[str, Any]]] = deque()
         self._lock = threading.Lock()
         self.build_seconds: list[float] = []
         self.wait_seconds = 0.0
-        for _ in range(max(1, depth)):
+        for _ in range(0 if self._sync else max(1, depth)):
             self._submit()
 
     def _timed(self, step: int) -> dict[str, Any]:
@@ -373,6 +374,12 @@ class Prefetcher:
             self._next_submit += 1
 
     def get(self) -> dict[str, Any]:
+        if self._sync:
+            t0 = time.perf_counter()
+            out = self._timed(self._next_submit)
+            self._next_submit += 1
+            self.wait_seconds += time.perf_counter() - t0
+            return out
         fut = self._queue.popleft()
         self._submit()
         t0 = time.perf_counter()
