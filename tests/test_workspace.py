@@ -130,8 +130,18 @@ def test_docker_installs_the_same_lock_as_setup():
     copied = re.findall(r"^COPY\s+(\S*lock[^\s]*)\s", dockerfile, flags=re.M)
     assert copied and all(Path(c) == Path("requirements/lock.txt") for c in copied), copied
     assert (ROOT / copied[0]).resolve() == lock.resolve()
-    # One lock only, and one torch pin everywhere.
-    assert [p.name for p in (ROOT / "requirements").iterdir() if p.suffix == ".txt"] == ["lock.txt"]
+    # The lock, plus the simulation extra that setup adds and the robot image leaves out; one torch pin.
+    files = sorted(p.name for p in (ROOT / "requirements").iterdir() if p.suffix == ".txt")
+    assert files == ["lock.txt", "sim.txt"], files
+    lock_pins = dict(line.split("==", 1) for line in lock.read_text().splitlines() if "==" in line)
+    sim_text = (ROOT / "requirements" / "sim.txt").read_text()
+    for line in sim_text.splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            assert name.lower() != "torch", "the simulation extra must not pin torch"
+            assert lock_pins.get(name, version) == version, (
+                f"{name} pinned differently in sim.txt and lock.txt"
+            )
     pins = {_torch_pin(lock.read_text()), _torch_pin(setup_sh), _torch_pin(dockerfile)}
     assert len(pins) == 1 and None not in pins, pins
     # Every line is an exact pin; editable project packages are not in it.

@@ -23,6 +23,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
@@ -803,7 +804,13 @@ def main(args: list[str] | None = None) -> None:
 
 def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
     try:
-        executor.spin()
+        while not stop.is_set():
+            try:
+                executor.spin_once(timeout_sec=0.2)
+            except _rclpy.InvalidHandle:
+                # cleanup destroyed an entity while the executor was waiting on it; the next wait set
+                # no longer holds it, so spinning goes on (letting it end the thread froze the node)
+                continue
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
