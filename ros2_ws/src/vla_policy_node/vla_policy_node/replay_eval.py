@@ -235,8 +235,11 @@ def run_replay_eval(
         )
         children.append(rec)
         for t in node_topics:
-            if not rec.wait_for(f"subscribed {t} ", 30.0):
-                raise ReplayError(f"the recorder did not subscribe to {t}: {rec.last_line()}")
+            # the recorder's start (imports) and DDS discovery share the CPU with the node's inference
+            if not rec.wait_for(f"subscribed {t} ", opts.startup_timeout):
+                raise ReplayError(
+                    f"the recorder did not subscribe to {t}: {rec.last_line()} (node: {node.last_line()})"
+                )
         say(f"replay-eval: playing {bag} with /clock at rate {opts.rate:g}")
         play = _Child(
             "player",
