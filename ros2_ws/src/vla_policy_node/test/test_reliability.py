@@ -269,8 +269,9 @@ class TestRealNodeInputs:
                 for t in threads:
                     t.join(2.0)
             assert h.count_commands() > start + 30, "commands stopped"
-            status = h.latest_status()
-            assert status is not None and status.state == RUNNING
+            # a brief hold is allowed (the flooding harness can starve its own publishers), not a stop
+            status = h.wait_status(lambda s: s.state == RUNNING, 10.0)
+            assert status is not None, f"not running after the flood: {h.latest_status()}"
             _alive(proc)
             notes.append(
                 f"{h.count_commands() - start} commands during the flood; deadline misses "
