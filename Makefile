@@ -27,8 +27,7 @@ demo: setup
 	@$(ENV) scripts/demo.sh
 
 soak: setup
-	@if [ -x scripts/soak.sh ]; then $(ENV) scripts/soak.sh; \
-	else echo "make soak: not available yet (placeholder for the long-running node soak test)"; exit 2; fi
+	@$(ENV) scripts/soak.sh
 
 clean:
 	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log .pytest_cache .ruff_cache
