@@ -60,8 +60,11 @@ class TorchPrefixBackend(PrefixBackend):
     name = "torch"
 
     def __init__(self, policy: VLAPolicy) -> None:
-        self._backbone = policy.model.backbone
         self._expert = policy.expert
+        backbone = policy.model.backbone
+        self._encode_images = backbone.encode_images
+        self._encode_language = backbone.encode_language
+        self._prepare_prefix = policy.expert.prepare_prefix
 
     def vision(
         self,
@@ -69,17 +72,17 @@ class TorchPrefixBackend(PrefixBackend):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self._backbone.encode_images(pixel_values, input_ids, attention_mask)
+        return self._encode_images(pixel_values, input_ids, attention_mask)
 
     def language(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vit: torch.Tensor
     ) -> torch.Tensor:
         if getattr(self._expert, "uses_layer_kv", False):  # LLM input embeds; vl_head runs the LLM -> K/V
             return self._expert.embed_prefix(input_ids, attention_mask, vit)
-        return self._backbone.encode_language(input_ids, attention_mask, vit)
+        return self._encode_language(input_ids, attention_mask, vit)
 
     def vl_head(self, features: torch.Tensor, attention_mask: torch.Tensor) -> PrefixOutput:
-        return self._expert.prepare_prefix(features, attention_mask, with_cross_kv=True)
+        return self._prepare_prefix(features, attention_mask, with_cross_kv=True)
 
 
 class CompiledTorchPrefixBackend(TorchPrefixBackend):
@@ -91,27 +94,9 @@ class CompiledTorchPrefixBackend(TorchPrefixBackend):
     def __init__(self, policy: VLAPolicy) -> None:
         super().__init__(policy)
         mode = "reduce-overhead" if policy.device.type == "cuda" else "default"
-        self._backbone_images = torch.compile(self._backbone.encode_images, mode=mode, dynamic=True)
-        self._backbone_language = torch.compile(self._backbone.encode_language, mode=mode, dynamic=True)
-        self._head = torch.compile(self._expert.prepare_prefix, mode=mode, dynamic=True)
-
-    def vision(
-        self,
-        pixel_values: torch.Tensor,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self._backbone_images(pixel_values, input_ids, attention_mask)
-
-    def language(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vit: torch.Tensor
-    ) -> torch.Tensor:
-        if getattr(self._expert, "uses_layer_kv", False):
-            return self._expert.embed_prefix(input_ids, attention_mask, vit)
-        return self._backbone_language(input_ids, attention_mask, vit)
-
-    def vl_head(self, features: torch.Tensor, attention_mask: torch.Tensor) -> PrefixOutput:
-        return self._head(features, attention_mask, with_cross_kv=True)
+        self._encode_images = torch.compile(self._encode_images, mode=mode, dynamic=True)
+        self._encode_language = torch.compile(self._encode_language, mode=mode, dynamic=True)
+        self._prepare_prefix = torch.compile(self._prepare_prefix, mode=mode, dynamic=True)
 
 
 class GraphPrefixBackend(PrefixBackend):
