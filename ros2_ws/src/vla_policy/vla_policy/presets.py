@@ -216,8 +216,20 @@ def groot_n15_cogvla() -> ModelConfig:
     )
 
 
+def tiny_aloha() -> ModelConfig:
+    """``tiny`` trained from scratch on the ALOHA simulation (models/tiny-aloha-transfer-cube): every part
+    trainable, since a random frozen vision encoder cannot learn where the cube is."""
+    base = tiny()
+    return dataclasses.replace(
+        base,
+        name="tiny-aloha",
+        backbone=dataclasses.replace(base.backbone, tune_visual=True, tune_llm=True),
+    )
+
+
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
+    "tiny-aloha": tiny_aloha,
     "groot-n1.5": groot_n15,
     "pi0-tiny": pi0_tiny,
     "pi0": pi0,

@@ -37,11 +37,25 @@ def _trajectory_count(harness: Harness) -> int:
         return sum(len(v) for v in harness.trajectories.values())
 
 
+def _reset(harness: Harness) -> object:
+    from vla_msgs.srv import Reset
+
+    client = harness.node.create_client(Reset, "/vla_policy_node/reset")
+    return harness._call(client, Reset.Request())
+
+
 def test_starts_unconfigured_without_autostart(system: tuple[object, Harness, Path]) -> None:
     _, harness, _ = system
     assert harness.lifecycle_state() == "unconfigured"
     status = harness.wait_status(lambda s: True, timeout=30.0)
     assert status is not None and status.state == UNCONFIGURED
+
+
+def test_reset_service_refused_while_unconfigured(system: tuple[object, Harness, Path]) -> None:
+    _, harness, _ = system
+    assert harness.lifecycle_state() == "unconfigured"
+    result = _reset(harness)
+    assert not result.success and "not configured" in result.message
 
 
 def test_configure_loads_model_and_reports_warmup(system: tuple[object, Harness, Path]) -> None:
@@ -69,6 +83,21 @@ def test_activate_publishes_trajectories_with_joint_names(system: tuple[object, 
         reasons = sorted({(st.state, st.reason[:80]) for st in harness.statuses})
         assert len(traj.points) > 1, reasons
     assert harness.count_chunks() >= 1
+    assert not harness.violations, harness.violations[:10]
+
+
+def test_reset_service_next_chunk_comes_from_new_observations(system: tuple[object, Harness, Path]) -> None:
+    _, harness, _ = system
+    t_reset = harness.node.get_clock().now().nanoseconds * 1e-9
+    result = _reset(harness)
+    assert result.success, result.message
+
+    def fresh_chunk() -> bool:
+        with harness.lock:
+            return any(c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 > t_reset for c in harness.chunks)
+
+    assert harness.wait_for(fresh_chunk, 30.0), "no chunk from observations after the reset"
+    assert harness.lifecycle_state() == "active"
     assert not harness.violations, harness.violations[:10]
 
 

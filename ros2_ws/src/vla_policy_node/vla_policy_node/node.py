@@ -4,6 +4,10 @@
 - activate: start the control timer; deactivate: hold; cleanup: free the model.
 - Inference runs on its own thread (never two at once); the control timer has its own callback group
   in a MultiThreadedExecutor, so it never waits on the model.
+- ``lockstep`` (simulation evaluation, sim time): each tick waits for the inputs stamped at the tick,
+  runs a due inference inline (sim time stands still meanwhile) and then publishes ``~/tick``; the
+  simulator steps only after it, so a closed loop is deterministic whatever the inference time.
+- ``~/reset`` (vla_msgs/Reset): drop the chunk and the observation history, keep the configuration.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
-from vla_msgs.msg import ActionChunk, PolicyStatus
+from vla_msgs.msg import ActionChunk, ControlTick, PolicyStatus
+from vla_msgs.srv import Reset
 from vla_policy.chunk_scheduler import ChunkScheduler
 from vla_policy.image_codec import ImageDecodeError
 from vla_policy.joint_groups import JointMappingError
@@ -129,6 +134,8 @@ class VLAPolicyNode(LifecycleNode):
         self._msg_errors: dict[str, int] = {}
         self._last_diag: tuple[float, dict[str, int]] | None = None
         self._held_published = False
+        self._commands_published = 0
+        self._resets = 0  # a chunk inferred before a reset is never executed
 
         self._sensor_group = MutuallyExclusiveCallbackGroup()
         self._control_group = MutuallyExclusiveCallbackGroup()
@@ -140,6 +147,7 @@ class VLAPolicyNode(LifecycleNode):
         group = self._report_group
         self.create_timer(1.0 / max(status_rate, 0.1), self._publish_status, callback_group=group)
         self.create_timer(1.0 / max(diag_rate, 0.1), self._publish_diagnostics, callback_group=group)
+        self.create_service(Reset, "~/reset", self._on_reset, callback_group=group)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -270,6 +278,8 @@ class VLAPolicyNode(LifecycleNode):
             )
         )
         self._pubs["chunk"] = self.create_publisher(ActionChunk, "~/action_chunk", 10)
+        if s.lockstep:
+            self._pubs["tick"] = self.create_publisher(ControlTick, "~/tick", 10)
         for group in s.joints.active_groups:
             ctrl = s.controllers[group]
             if s.output_mode == "trajectory":
@@ -470,13 +480,53 @@ class VLAPolicyNode(LifecycleNode):
                 self._deadline_misses += 1
         self._last_tick_wall = t_wall
         self._ticks += 1
+        now = self._now()
+        s = self._settings
+        lockstep = s is not None and s.lockstep
         try:
-            self._control_step(self._now())
+            if lockstep:
+                self._await_inputs(now)
+            self._control_step(now)
         except Exception as exc:  # keep the loop alive; hold
             self.get_logger().error(f"control tick failed: {exc}\n{traceback.format_exc()}")
             with self._lock:
                 self._set_state(FAULT, f"control tick failed: {exc}")
                 self._hold(None, publish_once=True)
+        if lockstep:
+            self._publish_tick(now)
+
+    def _await_inputs(self, now: float) -> None:
+        """Lockstep: wait (wall clock, bounded) until every input has a message stamped at ``now``."""
+        buf, s = self._buffer, self._settings
+        if buf is None or s is None:
+            return
+        deadline = time.perf_counter() + s.lockstep_timeout
+        while True:
+            ages = buf.ages(now).values()
+            if all(a is not None and a <= 1e-6 for a in ages):
+                return
+            if time.perf_counter() > deadline or not self._active:
+                self.get_logger().warning(
+                    f"lockstep: no inputs for t={now:.3f} after {s.lockstep_timeout} s; using the newest",
+                    throttle_duration_sec=2.0,
+                )
+                return
+            time.sleep(0.0005)
+
+    def _publish_tick(self, now: float) -> None:
+        pub = self._pubs.get("tick")
+        if pub is None:
+            return
+        try:
+            pub.publish(
+                ControlTick(
+                    stamp=conv.sec_to_stamp(now),
+                    commands_published=self._commands_published,
+                    state=self._state,
+                )
+            )
+        except Exception as exc:  # the context may be shutting down
+            self.get_logger().warning(f"could not publish ~/tick: {exc}", throttle_duration_sec=2.0)
 
     def _control_step(self, now: float) -> None:
         with self._lock:
@@ -499,7 +549,10 @@ class VLAPolicyNode(LifecycleNode):
                 self._held_published = False
             if sched.needs_inference(now):
                 sched.begin_inference(now)
-                self._infer_event.set()
+                if s.lockstep:
+                    self._run_inference()  # inline: sim time waits for it (RLock: re-entered here)
+                else:
+                    self._infer_event.set()
             action = sched.next_action(now)
             if action is None:
                 if sched.current is not None and self._state == RUNNING:
@@ -542,6 +595,7 @@ class VLAPolicyNode(LifecycleNode):
             pub = self._pubs.get(group)
             if pub is not None:
                 pub.publish(conv.float_array(values))
+                self._commands_published += 1
 
     def _publish_trajectory(self, joint_positions: np.ndarray, times: np.ndarray, now: float) -> None:
         s = self._settings
@@ -552,6 +606,7 @@ class VLAPolicyNode(LifecycleNode):
             pub = self._pubs.get(group)
             if pub is not None:
                 pub.publish(conv.trajectory(s.joints.group(group), values, times.tolist(), stamp))
+                self._commands_published += 1
 
     # --- inference -------------------------------------------------------------------------------
     def _worker_loop(self) -> None:
@@ -586,6 +641,7 @@ class VLAPolicyNode(LifecycleNode):
                 return
             horizon = int(policy.config.action_horizon)
             rtc = sched.rtc_guidance(obs.stamp, now, horizon, float(policy.config.dt))
+            resets = self._resets
         t0 = time.perf_counter()
         try:
             result = policy.predict_chunk(obs, seed=s.seed, rtc=rtc)
@@ -597,7 +653,7 @@ class VLAPolicyNode(LifecycleNode):
         wall_latency = time.perf_counter() - t0
         done = self._now()
         with self._lock:
-            if not self._active or self._scheduler is not sched:
+            if not self._active or self._scheduler is not sched or self._resets != resets:
                 sched.cancel_inference()
                 return
             self._latencies.append(wall_latency)
@@ -670,6 +726,23 @@ class VLAPolicyNode(LifecycleNode):
         self.get_logger().error(
             f"inference failed ({self._inference_errors}): {exc}; retrying in {self._backoff:.2f} s\n{detail}"
         )
+
+    def _on_reset(self, request: Any, response: Any) -> Any:
+        """``~/reset``: a new episode; the next chunk comes from observations received after the reset."""
+        with self._lock:
+            if self._scheduler is None or self._buffer is None or self._safety is None:
+                response.success = False
+                response.message = "not configured"
+                return response
+            self._resets += 1
+            self._scheduler.reset()
+            self._buffer.clear()
+            self._safety.reset()
+            self._held_published = False
+        self.get_logger().info("reset: chunk and observation history dropped")
+        response.success = True
+        response.message = "chunk and observation history dropped"
+        return response
 
     # --- reporting -------------------------------------------------------------------------------
     def _observation_age(self, now: float) -> float:

@@ -47,6 +47,11 @@ DESCRIPTIONS: dict[str, str] = {
     "control_loop": (
         "thread: own thread sleeping to absolute deadlines on the node clock | timer: rclpy timer"
     ),
+    "lockstep": (
+        "sim evaluation under use_sim_time: each tick waits for the inputs stamped at the tick, runs a "
+        "due inference to completion, then publishes ~/tick (a lock-step simulator waits for it)"
+    ),
+    "lockstep_timeout": "lockstep: wall seconds a tick waits for its inputs or its inference",
     "output_mode": "trajectory (JointTrajectory per chunk) | forward (Float64MultiArray per tick)",
     "forward_hold": "forward mode while holding: repeat the last safe command | stop publishing",
     "blending": "chunk blending: none | temporal_ensemble | rtc",
@@ -133,6 +138,8 @@ class NodeSettings:
     warmup_runs: int
     control_rate_hz: float  # 0 = from the checkpoint
     control_loop: str
+    lockstep: bool
+    lockstep_timeout: float
     output_mode: str
     forward_hold: str
     cameras: tuple[CameraSpec, ...]
@@ -176,6 +183,7 @@ def validate_one(name: str, value: Any, *, at_runtime: bool = False) -> None:
         "max_camera_skew",
         "retry_backoff_initial",
         "retry_backoff_max",
+        "lockstep_timeout",
     ):
         _positive(name, value)
     elif name == "deadline_factor":
@@ -277,6 +285,8 @@ def build_settings(values: Mapping[str, Any]) -> NodeSettings:
         warmup_runs=int(v["warmup_runs"]),
         control_rate_hz=float(v["control_rate_hz"]),
         control_loop=v["control_loop"],
+        lockstep=bool(v["lockstep"]),
+        lockstep_timeout=float(v["lockstep_timeout"]),
         output_mode=v["output_mode"],
         forward_hold=v["forward_hold"],
         cameras=cameras,

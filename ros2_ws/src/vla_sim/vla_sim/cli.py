@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from vla_policy.chunk_scheduler import BLENDING_MODES
+
 from vla_sim.aloha_env import TASKS
 
 
@@ -103,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-every", type=int, default=1, help="render the cameras every N steps")
     p.add_argument("--video-dir", default="", help="write a gif of the first episode (first camera) here")
     p.add_argument("--results", default="", help="append one JSON line per finished episode to this file")
+    p.add_argument(
+        "--sync-topic",
+        default="",
+        help="lockstep: step only after the policy node's tick on this topic (e.g. /vla_policy_node/tick)",
+    )
+    p.add_argument(
+        "--policy-reset", default="", help="reset service of the policy node, called before each episode"
+    )
+    p.add_argument(
+        "--startup-timeout", type=float, default=300.0, help="wall seconds to wait for the policy node"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("eval", help="closed loop: sim and the real policy node as separate processes")
@@ -117,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--mode", choices=("realtime", "lockstep"), default="lockstep")
     p.add_argument("--output-mode", choices=("trajectory", "forward"), default="trajectory")
+    p.add_argument(
+        "--blending", choices=BLENDING_MODES, default="none", help="the node's chunk blending mode"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0, help="wall seconds for the whole evaluation")
     p.set_defaults(func=cmd_eval)

@@ -2,6 +2,9 @@
 
 The sim runs N episodes (auto-reset after the episode length) and writes one JSON line per episode; the
 node runs with ``use_sim_time`` and config/aloha.yaml (groups, cameras: sim 'top' published as 'head').
+In ``lockstep`` mode (the default) the node runs with ``lockstep:=true`` and a fixed noise seed, the sim
+waits for its ``~/tick`` and resets it before each episode: the same command gives the same episodes,
+whatever the inference time (see sim_node.py).
 Reports: ``eval.json``, ``eval.md`` (success rate, time to success, the node's inference latency from
 its ``~/action_chunk`` messages), ``eval.png`` (per-episode max reward) and a gif of the first episode
 under ``video/``.
@@ -22,7 +25,8 @@ from typing import Any
 from vla_sim.aloha_env import DT, EPISODE_STEPS
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "aloha.yaml"
-CHUNK_TOPIC = "/vla_policy_node/action_chunk"
+NODE = "vla_policy_node"
+CHUNK_TOPIC = f"/{NODE}/action_chunk"
 
 
 class LatencyListener:
@@ -62,7 +66,7 @@ def _aloha_yaml() -> Path:
     return Path(get_package_share_directory("vla_sim")) / "config" / "aloha.yaml"
 
 
-def _node_cmd(checkpoint: str, output_mode: str) -> list[str]:
+def _node_cmd(checkpoint: str, output_mode: str, blending: str, lockstep: bool, seed: int) -> list[str]:
     exe = shutil.which("vla_policy_node")
     base = [exe] if exe else [sys.executable, "-m", "vla_policy_node.node"]
     return [
@@ -82,6 +86,12 @@ def _node_cmd(checkpoint: str, output_mode: str) -> list[str]:
         "max_image_age:=5.0",
         "-p",
         "max_state_age:=5.0",
+        "-p",
+        f"blending:={blending}",
+        "-p",
+        f"lockstep:={'true' if lockstep else 'false'}",
+        "-p",
+        f"seed:={seed if lockstep else -1}",
     ]
 
 
@@ -113,14 +123,16 @@ def eval_main(args: Any) -> int:
         "--episode-steps", str(steps), "--episodes", str(args.episodes), "--results", str(results),
         "--video-dir", str(out / "video"),
     ]  # fmt: skip
+    lockstep = args.mode == "lockstep"
+    if lockstep:
+        sim_cmd += ["--sync-topic", f"/{NODE}/tick", "--policy-reset", f"/{NODE}/reset"]
     t0 = time.perf_counter()
     listener = LatencyListener()
     sim_log = (out / "sim.log").open("w")
     node_log = (out / "node.log").open("w")
     sim = subprocess.Popen(sim_cmd, env=env, stdout=sim_log, stderr=subprocess.STDOUT)
-    node = subprocess.Popen(
-        _node_cmd(args.checkpoint, args.output_mode), env=env, stdout=node_log, stderr=subprocess.STDOUT
-    )
+    node_cmd = _node_cmd(args.checkpoint, args.output_mode, args.blending, lockstep, args.seed)
+    node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT)
     try:
         sim.wait(timeout=args.timeout)
         timed_out = False
@@ -153,6 +165,8 @@ def summarize(
         "task": args.task,
         "checkpoint": str(args.checkpoint),
         "mode": args.mode,
+        "blending": args.blending,
+        "output_mode": args.output_mode,
         "n_episodes": len(eps),
         "successes": len(succ),
         "success_rate": len(succ) / len(eps) if eps else 0.0,
@@ -170,7 +184,8 @@ def summarize(
     lines = [
         f"# Closed-loop evaluation: {args.task}",
         "",
-        f"- checkpoint: `{args.checkpoint}`, mode {args.mode}",
+        f"- checkpoint: `{args.checkpoint}`, mode {args.mode}, blending {args.blending}, "
+        f"output {args.output_mode}",
         f"- success rate: {report['success_rate']:.2f} ({len(succ)}/{len(eps)})",
         f"- time to success (median): {report['time_to_success_s_median']}",
         f"- commands accepted/rejected: {report['accepted_commands']}/{report['rejected_commands']}",

@@ -12,6 +12,13 @@ Modes: ``realtime`` steps at 50 Hz of wall time; ``lockstep`` steps as soon as t
 step are there (forward: a new command; trajectory: the active trajectories cover the next step), else
 after ``--lockstep-wait`` wall seconds holding. Given the same commands, lock-step is deterministic (the
 physics runs on sim time only). Bad policy input holds and is logged and reported on the status topic.
+
+With ``--sync-topic`` (the policy node's ``~/tick``, vla_msgs/ControlTick, node parameter ``lockstep``)
+the closed loop itself is deterministic: the sim steps past ``t`` only once the node has reported its
+tick at ``t`` and every command message of it has arrived; it waits for the node's first tick however
+long the node takes to start. ``--policy-reset`` names the node's reset service (vla_msgs/Reset), called
+before each episode so that episodes do not depend on each other. Sim time advances one step at each
+reset, so that every observation has its own stamp; the clock is published after the observation.
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ class SimServer:
         video_dir: str = "",
         results: str = "",
         camera_every: int = 1,
+        sync_topic: str = "",
+        policy_reset: str = "",
+        startup_timeout: float = 300.0,
     ) -> None:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from rosgraph_msgs.msg import Clock
@@ -86,8 +96,11 @@ class SimServer:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.reset_requested = threading.Event()
-        self.sim_time = SIM_T0
-        self.episode_start = SIM_T0
+        self.clock_steps = 0  # sim time = SIM_T0 + clock_steps * DT: exact in nanoseconds
+        self.startup_timeout = startup_timeout
+        self.tick_ns = -1  # stamp of the policy node's last tick (-1: none yet)
+        self.tick_commands = 0  # command messages the node had published at that tick
+        self._last_obs: list[tuple[Any, Any]] = []
         self.episode_index = -1
         self.frames: list[np.ndarray] = []
         self.step_wall: list[float] = []
@@ -128,7 +141,25 @@ class SimServer:
                 reliable,
             )
         node.create_service(Trigger, "/vla_sim/reset", self._on_reset)
+        self.sync = bool(sync_topic)
+        if sync_topic:
+            from vla_msgs.msg import ControlTick
+
+            node.create_subscription(ControlTick, sync_topic, self._on_tick, QoSProfile(depth=10))
+        self.policy_reset = None
+        if policy_reset:
+            from vla_msgs.srv import Reset
+
+            self.policy_reset = node.create_client(Reset, policy_reset)
+            self._reset_request = Reset.Request()
         self.instr_pub.publish(String(data=INSTRUCTIONS[task]))
+
+    @property
+    def sim_time(self) -> float:
+        return SIM_T0 + self.clock_steps * DT
+
+    def _now_ns(self) -> int:
+        return round(SIM_T0 * 1e9) + self.clock_steps * round(DT * 1e9)
 
     # --- inputs -------------------------------------------------------------------------------------
     def _on_traj(self, group: str, msg: Any) -> None:
@@ -148,6 +179,12 @@ class SimServer:
     def _on_forward(self, group: str, msg: Any) -> None:
         with self.lock:
             self.arbiter.on_forward(group, list(msg.data), self.sim_time)
+        self.wake.set()
+
+    def _on_tick(self, msg: Any) -> None:
+        with self.lock:
+            self.tick_ns = max(self.tick_ns, msg.stamp.sec * 1_000_000_000 + msg.stamp.nanosec)
+            self.tick_commands = max(self.tick_commands, int(msg.commands_published))
         self.wake.set()
 
     def _on_reset(self, request: Any, response: Any) -> Any:
@@ -174,6 +211,7 @@ class SimServer:
             "reason": reason,
             "rejected_commands": self.arbiter.rejected,
             "accepted_commands": self.arbiter.accepted,
+            "final_qpos": [float(x) for x in s.qpos()],  # exact: two lock-step runs compare equal
         }
         self.episode_pub.publish(self._String(data=json.dumps(result)))
         self.node.get_logger().info(f"episode done: {json.dumps(result)}")
@@ -190,17 +228,34 @@ class SimServer:
         self._finished = False
         self.seed_of_episode = self.next_seed
         self.next_seed += 1
+        if self.episode_index > 0:
+            self.clock_steps += 1  # the reset observation gets its own stamp
+        self._reset_policy()
         with self.lock:
             qpos = self.sim.reset(seed=self.seed_of_episode)
             self.arbiter.reset(qpos, self.sim_time)
             self.arbiter.rejected = self.arbiter.accepted = 0
-        self.episode_start = self.sim_time
         self.node.get_logger().info(f"episode {self.episode_index} (seed {self.seed_of_episode}) starts")
+
+    def _reset_policy(self) -> None:
+        """Call the policy node's reset service (waits for the node to offer it; bounded)."""
+        client, log = self.policy_reset, self.node.get_logger()
+        if client is None:
+            return
+        if not client.wait_for_service(timeout_sec=self.startup_timeout):
+            log.warning(f"policy reset service {client.srv_name} not available; episode starts without it")
+            return
+        done = threading.Event()
+        future = client.call_async(self._reset_request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(self.startup_timeout) or future.result() is None or not future.result().success:
+            reason = future.result().message if future.done() and future.result() is not None else "no answer"
+            log.warning(f"policy reset failed: {reason}")
 
     # --- outputs ------------------------------------------------------------------------------------
     def _publish_obs(self, qpos: np.ndarray, reward: float, success: bool, render: bool) -> None:
         stamp = _time_msg(self.sim_time)
-        self.clock_pub.publish(self._Clock(clock=stamp))
+        out: list[tuple[Any, Any]] = []
         if render:
             images = self.sim.render()
             for c, img in images.items():
@@ -211,7 +266,7 @@ class SimServer:
                 msg.encoding = "rgb8"
                 msg.step = msg.width * 3
                 msg.data = img.tobytes()
-                self.img_pubs[c].publish(msg)
+                out.append((self.img_pubs[c], msg))
             if self.video_dir is not None and (self.episode_index == 0) and images:
                 self.frames.append(next(iter(images.values())))
         js = self._JointState()
@@ -219,9 +274,17 @@ class SimServer:
         js.name = list(JOINT_NAMES)
         js.position = [float(x) for x in qpos]
         js.velocity = [float(x) for x in self.sim.qvel()]
-        self.js_pub.publish(js)
-        self.reward_pub.publish(self._Float64(data=float(reward)))
-        self.success_pub.publish(self._Bool(data=bool(success)))
+        out.append((self.js_pub, js))
+        out.append((self.reward_pub, self._Float64(data=float(reward))))
+        out.append((self.success_pub, self._Bool(data=bool(success))))
+        out.append((self.clock_pub, self._Clock(clock=stamp)))  # last: a tick at this time finds the inputs
+        self._last_obs = out
+        self._republish()
+
+    def _republish(self) -> None:
+        """(Re)send the current observation: a node that starts late, or lost a best-effort frame, gets it."""
+        for pub, msg in self._last_obs:
+            pub.publish(msg)
 
     def _publish_status(self) -> None:
         ticks = np.diff(self.tick_wall[-100:]) if len(self.tick_wall) > 2 else np.array([])
@@ -242,12 +305,38 @@ class SimServer:
 
     # --- loop ---------------------------------------------------------------------------------------
     def _ready(self, seq0: int, t_next: float) -> bool:
-        """Lock-step: the commands for the step to ``t_next`` are there."""
+        """Lock-step: the commands for the step to ``t_next`` are there (with a sync topic: the node's tick
+        at the current time and every command message it had published by then)."""
         with self.lock:
+            if self.sync:
+                return self.tick_ns >= self._now_ns() and self.arbiter.seq >= self.tick_commands
             cov = self.arbiter.covered_until()
             if cov is None:
                 return self.arbiter.seq != seq0  # a new forward command (or a rejected one: hold)
             return cov >= t_next - 1e-9
+
+    def _wait_for_commands(self) -> None:
+        """Lock-step: wait until :meth:`_ready` (bounded by the lockstep wait; before the node's first
+        tick, by the startup timeout), re-sending the observation every half second meanwhile."""
+        seq0 = self.arbiter.seq
+        wait = self.startup_timeout if self.sync and self.tick_ns < 0 else self.lockstep_wait
+        start = time.perf_counter()
+        resent = start
+        while not self.stop.is_set() and not self.reset_requested.is_set():
+            if self._ready(seq0, self.sim_time + DT):
+                return
+            now = time.perf_counter()
+            if now - start >= wait:
+                if self.sync:
+                    self.node.get_logger().warning(
+                        f"no policy tick for t={self.sim_time:.3f} after {wait} s; stepping"
+                    )
+                return
+            if self.sync and now - resent >= 0.5:
+                self._republish()
+                resent = now
+            self.wake.wait(min(wait - (now - start), 0.05))
+            self.wake.clear()
 
     def run(self, max_steps: int = 0) -> None:
         log = self.node.get_logger()
@@ -267,16 +356,7 @@ class SimServer:
                 else:
                     next_wall = time.perf_counter()  # late: do not try to catch up
             else:
-                seq0 = self.arbiter.seq
-                t_wait = time.perf_counter() + self.lockstep_wait
-                while not self.stop.is_set() and not self.reset_requested.is_set():
-                    if self._ready(seq0, self.sim_time + DT):
-                        break
-                    left = t_wait - time.perf_counter()
-                    if left <= 0:
-                        break
-                    self.wake.wait(min(left, 0.05))
-                    self.wake.clear()
+                self._wait_for_commands()
             if self.reset_requested.is_set():
                 self.reset_requested.clear()
                 self._finish_episode("reset service")
@@ -294,7 +374,7 @@ class SimServer:
             self.step_wall.append(time.perf_counter() - t0)
             self.tick_wall.append(time.perf_counter())
             self.total_steps += 1
-            self.sim_time = self.episode_start + res.time
+            self.clock_steps += 1
             render = self.sim.steps % self.camera_every == 0
             self._publish_obs(res.qpos, res.reward, res.success, render)
             if time.perf_counter() - last_status > 0.2:
@@ -302,6 +382,8 @@ class SimServer:
                 last_status = time.perf_counter()
             limit = self.episode_steps
             if limit and self.sim.steps >= limit:
+                if self.sync:
+                    self._wait_for_commands()  # the node's last tick lands in this episode, not the next
                 self._finish_episode("time limit")
                 if self.episodes and self.episode_index + 1 >= self.episodes:
                     break
@@ -346,6 +428,9 @@ def serve_main(args: Any) -> int:
         video_dir=getattr(args, "video_dir", "") or "",
         results=getattr(args, "results", "") or "",
         camera_every=getattr(args, "camera_every", 1) or 1,
+        sync_topic=getattr(args, "sync_topic", "") or "",
+        policy_reset=getattr(args, "policy_reset", "") or "",
+        startup_timeout=getattr(args, "startup_timeout", 300.0),
     )
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
