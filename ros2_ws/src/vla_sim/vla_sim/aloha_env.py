@@ -24,6 +24,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +178,7 @@ class _BaseSim:
         self.step_times: list[float] = []
         self.render_times: list[float] = []
         self.last_obs: dict = {}
+        self._cameras: dict[str, Any] = {}
 
     @property
     def time(self) -> float:
@@ -223,13 +225,23 @@ class _BaseSim:
         """uint8 [H, W, 3] RGB per camera."""
         t0 = time.perf_counter()
         out = {
-            c: np.ascontiguousarray(self.physics.render(height=self.height, width=self.width, camera_id=c))
+            c: np.ascontiguousarray(self._camera(c).render())
             for c in (self.cameras if cameras is None else check_cameras(cameras))
         }
         self.render_times.append(time.perf_counter() - t0)
         return out
 
+    def _camera(self, name: str) -> Any:
+        """One dm_control Camera per camera, kept: ``physics.render`` builds a new scene on every call."""
+        cam = self._cameras.get(name)
+        if cam is None:
+            from dm_control.mujoco import Camera
+
+            cam = self._cameras[name] = Camera(self.physics, self.height, self.width, camera_id=name)
+        return cam
+
     def close(self) -> None:
+        self._cameras.clear()
         with contextlib.suppress(Exception):
             self.physics.free()
 

@@ -408,7 +408,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
 
 def serve_main(args: Any) -> int:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
     rclpy.init()
     node = rclpy.create_node("vla_sim")
@@ -432,7 +432,7 @@ def serve_main(args: Any) -> int:
         policy_reset=getattr(args, "policy_reset", "") or "",
         startup_timeout=getattr(args, "startup_timeout", 300.0),
     )
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # callbacks are short; the loop runs on the main thread
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
