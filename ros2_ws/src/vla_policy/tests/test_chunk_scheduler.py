@@ -141,6 +141,18 @@ def test_remaining_returns_future_actions_with_offsets() -> None:
     assert times[0] == pytest.approx(0.5 * DT) and np.all(np.diff(times) > 0)
 
 
+def test_remaining_with_temporal_ensemble_blends_like_next_action() -> None:
+    """Trajectory output carries the ensemble too (it used to send the newest chunk alone)."""
+    s = _sched(blending="temporal_ensemble", ensemble_m=np.log(3.0))
+    s.accept(_ramp(10, 0.0), obs_stamp=0.0, latency=0.0, now=0.0)
+    s.accept(_ramp(10, 100.0), obs_stamp=2 * DT, latency=0.0, now=2 * DT)
+    actions, times = s.remaining(2 * DT)
+    for a, t in zip(actions, times, strict=True):
+        assert a[0] == pytest.approx(s.next_action(2 * DT + t)[0])
+    # at 3 DT: old chunk at 3, new at 101; weights 1 and 1/3 -> (3 + 101 / 3) / (4 / 3) = 27.5
+    assert actions[0, 0] == pytest.approx(27.5)
+
+
 def test_reset_drops_chunks() -> None:
     s = _sched()
     s.accept(_ramp(), obs_stamp=0.0, latency=0.0, now=0.0)

@@ -254,12 +254,16 @@ class ChunkScheduler:
                 cur.overrun_counted = True
                 self.overruns += 1
             return None
-        interp = self.config.interpolate
+        return self._blended(cur, now, self.config.interpolate)
+
+    def _blended(self, cur: ScheduledChunk, t: float, interpolate: bool) -> np.ndarray:
+        """The action at ``t``: the current chunk's, or with temporal_ensemble the weighted mean of every
+        chunk covering ``t`` (the same in forward and trajectory output)."""
         if self.config.blending != "temporal_ensemble":
-            return cur.value_at(now, interp).copy()
-        live = [c for c in self._chunks if c.covers(now)]
+            return cur.value_at(t, interpolate).copy()
+        live = [c for c in self._chunks if c.covers(t)]
         weights = np.exp(-self.config.ensemble_m * np.arange(len(live), dtype=np.float64))
-        values = np.stack([c.value_at(now, interp) for c in live])
+        values = np.stack([c.value_at(t, interpolate) for c in live])
         return (weights[:, None] * values).sum(axis=0) / weights.sum()
 
     def remaining(self, now: float) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +277,9 @@ class ChunkScheduler:
         first = max(0, math.floor(cur.position(now)) + 1)
         idx = np.arange(first, cur.horizon)
         times = cur.obs_stamp + idx * cur.dt - now
-        return cur.actions[idx].copy(), times
+        if self.config.blending != "temporal_ensemble" or idx.size == 0:
+            return cur.actions[idx].copy(), times
+        return np.stack([self._blended(cur, now + t, interpolate=True) for t in times]), times
 
     # --- RTC -------------------------------------------------------------------------------------
     def rtc_plan(self, obs_stamp: float, now: float, horizon: int, dt: float | None = None) -> dict[str, Any]:
