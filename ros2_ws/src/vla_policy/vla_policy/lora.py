@@ -29,6 +29,11 @@ class LoRALinear(nn.Module):
         if w.device.type != "meta":
             nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear; B = 0 keeps y = base(x)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The frozen base weight (code around a Linear reads its dtype and device)."""
+        return self.base.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (x @ self.lora_a.t() @ self.lora_b.t()) * self.scale
 
@@ -70,3 +75,17 @@ def merge_lora(module: nn.Module) -> int:
         parent = module.get_submodule(parent_name) if parent_name else module
         setattr(parent, child, lora.merged())
     return len(targets)
+
+
+def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` as if every LoRALinear were merged; ``module`` keeps its adapters."""
+    sd = module.state_dict()
+    for name, m in module.named_modules():
+        if not isinstance(m, LoRALinear):
+            continue
+        p = f"{name}." if name else ""
+        del sd[p + "lora_a"], sd[p + "lora_b"]
+        sd[p + "weight"] = (sd.pop(p + "base.weight") + m.scale * (m.lora_b @ m.lora_a)).detach()
+        if p + "base.bias" in sd:
+            sd[p + "bias"] = sd.pop(p + "base.bias")
+    return sd

@@ -121,6 +121,10 @@ def trainable_groups(model: VLAModel, config: ModelConfig) -> dict[str, tuple[bo
     }
 
 
+def _any_trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
 class VLAPolicy:
     """GR00T N1.5-style policy. ``VLAPolicy(config)`` is randomly initialised (``seed`` for reproducibility);
     ``VLAPolicy.from_checkpoint(path)`` loads weights, statistics and tokenizer from a directory."""
@@ -378,7 +382,9 @@ class VLAPolicy:
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.tune_visual):
                 vit = bb.encode_images(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
-            with torch.set_grad_enabled(torch.is_grad_enabled() and (cfg.tune_llm or cfg.tune_visual)):
+            # LoRA adapters make a frozen LLM trainable: ask the parameters, not only the flags
+            llm_grad = cfg.tune_llm or cfg.tune_visual or _any_trainable(bb.eagle_model.language_model)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and llm_grad):
                 hidden = bb.llm_hidden(batch["input_ids"], batch["attention_mask"], vit)
         feats = bb.eagle_linear(hidden)  # trainable regardless of the backbone flags
         prefix = self.expert.prepare_prefix(feats, batch["attention_mask"], with_cross_kv=False)

@@ -23,6 +23,12 @@ same machine and device. On CPU, MKL's multi-threaded GEMM is not bitwise reprod
 bitwise equality needs ``MKL_NUM_THREADS=1`` (or ``torch.set_num_threads(1)``); the batch-building
 threads do not affect it. ``--stop-at K`` ends a run after step ``K`` as an interruption would (Ctrl-C
 also saves the state before exiting).
+
+LoRA (``--lora-rank R``, ``--lora-targets llm,dit``): every ``nn.Linear`` of the targets is wrapped by
+:class:`~vla_policy.lora.LoRALinear` (base frozen, A/B trained; other parameters follow the ``tune_*``
+flags). The checkpoint in ``--out`` holds merged weights, so the node and the export never see an
+adapter; ``lora.safetensors`` keeps the unmerged base weights of the targets and the adapters, from which
+``--resume`` rebuilds the run exactly (merging and unmerging would not be bit-exact).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from vla_policy.checkpoint import save_checkpoint
 from vla_policy.episode_bag import EpisodeBagError, one_line
 from vla_policy.episode_dataset import (
     AugmentConfig,
@@ -65,6 +72,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "train_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.jsonl"
+LORA_FILE = "lora.safetensors"
+LORA_TARGETS: tuple[str, ...] = ("llm", "dit")
 TRAIN_STATE_VERSION = 1
 
 
@@ -95,6 +104,9 @@ class TrainConfig:
     prefetch: int = 4  # batches built ahead
     device: str = "cpu"
     progress: bool = True
+    lora_rank: int = 0  # 0 = no LoRA
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = LORA_TARGETS
 
     def check(self) -> None:
         problems = []
@@ -112,6 +124,14 @@ class TrainConfig:
             problems.append(f"val fraction must be in [0, 1), got {self.val_fraction}")
         if self.stride < 1:
             problems.append(f"stride must be >= 1, got {self.stride}")
+        if self.lora_rank < 0:
+            problems.append(f"LoRA rank must be >= 0 (0 = off), got {self.lora_rank}")
+        if not (self.lora_alpha > 0 and math.isfinite(self.lora_alpha)):
+            problems.append(f"LoRA alpha must be > 0, got {self.lora_alpha}")
+        unknown = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        if unknown or not self.lora_targets:
+            valid = ", ".join(LORA_TARGETS)
+            problems.append(f"LoRA targets must be among {valid}, got {list(self.lora_targets)}")
         if problems:
             raise TrainError("; ".join(problems))
 
@@ -234,6 +254,59 @@ def _build_policy(preset: str | None, checkpoint: str | Path | None, device: str
         raise TrainError(f"cannot build the model: {one_line(exc)}") from exc
 
 
+# --- LoRA -----------------------------------------------------------------------------------------------
+def _lora_target_names(policy: Any, cfg: TrainConfig) -> list[str]:
+    """Module paths (from ``policy.model``) of the LoRA targets."""
+    if getattr(policy.expert, "uses_layer_kv", False):
+        raise TrainError(f"LoRA supports the DiT expert; {policy.config.expert} runs the LLM layers itself")
+    paths = {"llm": "backbone.eagle_model.language_model", "dit": "action_head.model"}
+    return [paths[t] for t in cfg.lora_targets]
+
+
+def apply_lora(policy: Any, cfg: TrainConfig, saved: dict[str, torch.Tensor] | None = None) -> int:
+    """Wrap the targets' Linear layers; with ``saved`` (``lora.safetensors``) restore the unmerged base
+    weights first and the adapters after. Returns the number of adapter parameters."""
+    from vla_policy.lora import LoRALinear, add_lora
+
+    model = policy.model
+    for path in _lora_target_names(policy, cfg):
+        module = model.get_submodule(path)
+        if saved is not None:
+            with torch.no_grad():
+                for name, t in module.state_dict().items():
+                    key = f"base.{path}.{name}"
+                    if key not in saved:
+                        raise TrainError(f"--resume: {LORA_FILE} lacks {key}")
+                    t.copy_(saved[key])
+        add_lora(module, cfg.lora_rank, cfg.lora_alpha)
+    n = 0
+    for name, m in model.named_modules():
+        if isinstance(m, LoRALinear):
+            if saved is not None:
+                with torch.no_grad():
+                    m.lora_a.copy_(saved[f"adapter.{name}.lora_a"])
+                    m.lora_b.copy_(saved[f"adapter.{name}.lora_b"])
+            n += m.lora_a.numel() + m.lora_b.numel()
+    return n
+
+
+def _save_lora(policy: Any, cfg: TrainConfig, out: Path) -> None:
+    from vla_policy.lora import LoRALinear
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in _lora_target_names(policy, cfg):
+        for name, t in policy.model.get_submodule(path).state_dict().items():
+            if not name.endswith(("lora_a", "lora_b")):
+                tensors[f"base.{path}.{name.replace('base.', '')}"] = t.detach().contiguous()
+    for name, m in policy.model.named_modules():
+        if isinstance(m, LoRALinear):
+            tensors[f"adapter.{name}.lora_a"] = m.lora_a.detach().contiguous()
+            tensors[f"adapter.{name}.lora_b"] = m.lora_b.detach().contiguous()
+    tmp = out / (LORA_FILE + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(out / LORA_FILE)
+
+
 def _validate(policy: Any, builder: BatchBuilder | None, cfg: TrainConfig) -> float | None:
     """Mean flow-matching loss over fixed held-out batches with fixed noise (no augmentation)."""
     if builder is None:
@@ -263,7 +336,14 @@ def save_train_state(
     extra: dict[str, Any],
 ) -> None:
     """The checkpoint (weights + statistics) and the training state, all safetensors / JSON."""
-    policy.save(out, random_init=False)
+    if cfg.lora_rank:
+        from vla_policy.lora import merged_state_dict
+
+        merged = merged_state_dict(policy.model)
+        save_checkpoint(out, policy.config, merged, policy.normalizer, random_init=False)
+        _save_lora(policy, cfg, out)
+    else:
+        policy.save(out, random_init=False)
     opt_meta = save_optimizer(optimizer, out)
     rng = {"torch_cpu": torch.get_rng_state().tolist()}
     state = {
@@ -305,6 +385,18 @@ def train(
         except (OSError, json.JSONDecodeError) as exc:
             raise TrainError(f"--resume: {out / STATE_FILE} is corrupt ({exc})") from exc
         checkpoint, preset = out, None
+        saved_lora = (
+            int(state["config"].get("lora_rank", 0)),
+            float(state["config"].get("lora_alpha", 16.0)),
+            tuple(state["config"].get("lora_targets", LORA_TARGETS)),
+        )
+        if saved_lora[0] != cfg.lora_rank or (
+            cfg.lora_rank and saved_lora != (cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets))
+        ):
+            raise TrainError(
+                f"--resume: the run used LoRA rank/alpha/targets {saved_lora}, not "
+                f"{(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets))}"
+            )
         if int(state["config"]["steps"]) != cfg.steps:
             logger.warning("--steps changed on resume: the schedule differs from the first run's")
     elif (out / STATE_FILE).is_file():
@@ -346,7 +438,14 @@ def train(
     )
 
     # ---- optimisation -----------------------------------------------------------------------------
+    if cfg.lora_rank:
+        saved = load_file(str(out / LORA_FILE)) if state is not None and (out / LORA_FILE).is_file() else None
+        if state is not None and saved is None:
+            raise TrainError(f"--resume: {out} has no {LORA_FILE} from the LoRA run")
+        n_lora = apply_lora(policy, cfg, saved)
+        logger.info("LoRA rank %d on %s: %d adapter parameters", cfg.lora_rank, cfg.lora_targets, n_lora)
     params_list = list(policy.trainable_parameters())
+    logger.info("trainable parameters: %d", sum(p.numel() for p in params_list))
     if not params_list:
         raise TrainError("no trainable parameters: every tune_* flag is off")
     optimizer = torch.optim.AdamW(
@@ -537,6 +636,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--bench-loading", type=int, default=0, metavar="N", help="only time N batches of loading")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--lora-rank", type=int, default=0, help="LoRA rank on the targets (0 = off, default)")
+    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help=f"default {d.lora_alpha:g}")
+    p.add_argument(
+        "--lora-targets", default=",".join(LORA_TARGETS), help=f"comma list of {', '.join(LORA_TARGETS)}"
+    )
     p.set_defaults(func=cmd_train)
     return p
 
@@ -559,6 +663,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         workers=max(0, args.workers),
         device=args.device,
         progress=not args.no_progress,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
     )
     try:
         if args.bench_loading:
