@@ -12,28 +12,10 @@ from vla_policy.lora import LoRALinear
 from vla_policy.observation import synthetic_observation
 from vla_policy.policy import VLAPolicy
 from vla_policy.presets import get_preset
-from vla_policy.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
 from vla_policy.training import LORA_FILE, TrainConfig, TrainError, apply_lora, train
 
-SMALL = dict(duration=2.5, image_height=32, image_width=40, camera_rate=10.0, joint_rate=20.0)
 LLM = "backbone.eagle_model.language_model"
 DIT = "action_head.model"
-
-
-@pytest.fixture(scope="module")
-def bags(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bags")
-    for i in range(2):
-        write_synthetic_episode(root / f"ep{i}", SyntheticEpisodeConfig(seed=i, **SMALL))
-    return root
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(**kw):

@@ -21,27 +21,7 @@ from vla_policy.episode_dataset import (
     load_episodes,
 )
 from vla_policy.presets import get_preset
-from vla_policy.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
 from vla_policy.training import TrainConfig, lr_factor, train
-
-SMALL = dict(duration=2.5, image_height=32, image_width=40, camera_rate=10.0, joint_rate=20.0)
-
-
-@pytest.fixture(scope="module")
-def bags(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bags")
-    for i in range(2):
-        write_synthetic_episode(root / f"ep{i}", SyntheticEpisodeConfig(seed=i, **SMALL))
-    return root
-
-
-@pytest.fixture
-def one_thread():
-    # MKL's threaded GEMM is not bitwise reproducible run to run; one thread is
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(**kw):
