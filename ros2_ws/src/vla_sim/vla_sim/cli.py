@@ -133,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--blending", choices=BLENDING_MODES, default="none", help="the node's chunk blending mode"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sim seed of the first episode (+1 per episode)")
+    p.add_argument(
+        "--noise-seed", type=int, default=None, help="lockstep: the node's noise seed (default --seed)"
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="wall seconds for the whole evaluation")
     p.set_defaults(func=cmd_eval)
     return parser

@@ -131,7 +131,8 @@ def eval_main(args: Any) -> int:
     sim_log = (out / "sim.log").open("w")
     node_log = (out / "node.log").open("w")
     sim = subprocess.Popen(sim_cmd, env=env, stdout=sim_log, stderr=subprocess.STDOUT)
-    node_cmd = _node_cmd(args.checkpoint, args.output_mode, args.blending, lockstep, args.seed)
+    noise_seed = args.seed if args.noise_seed is None else args.noise_seed
+    node_cmd = _node_cmd(args.checkpoint, args.output_mode, args.blending, lockstep, noise_seed)
     node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT)
     try:
         sim.wait(timeout=args.timeout)
