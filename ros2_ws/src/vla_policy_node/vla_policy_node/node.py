@@ -134,7 +134,7 @@ class VLAPolicyNode(LifecycleNode):
         self._msg_errors: dict[str, int] = {}
         self._last_diag: tuple[float, dict[str, int]] | None = None
         self._held_published = False
-        self._commands_published = 0
+        self._commands_published = 0  # read by ~/tick; exact in lockstep, where one thread publishes
         self._resets = 0  # a chunk inferred before a reset is never executed
 
         self._sensor_group = MutuallyExclusiveCallbackGroup()
