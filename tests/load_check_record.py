@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     parser.add_argument("--out", default=None, help="bag path (default: a temporary directory)")
     args = parser.parse_args()
-    from vla_policy.episode_bag import open_bag
+    from vla_policy.data.episode_bag import open_bag
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="load_check_")) / "bag"
     env = ros_harness.ros_child_env()

@@ -30,8 +30,8 @@ def test_shipped_checkpoint_cameras_match_the_aloha_node_config() -> None:
 
 
 def test_shipped_checkpoint_loads_and_predicts_a_finite_chunk() -> None:
+    from vla_policy.model.policy import VLAPolicy
     from vla_policy.observation import synthetic_observation
-    from vla_policy.policy import VLAPolicy
 
     policy = VLAPolicy.from_checkpoint(MODEL)
     bb = policy.config.backbone

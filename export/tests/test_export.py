@@ -15,12 +15,12 @@ import torch
 from vla_export.onnx_export import export_prefix
 from vla_export.parity import run_parity
 from vla_export.parity_thresholds import THRESHOLDS, compare
-from vla_policy.artifact_manifest import ArtifactError, load_manifest
-from vla_policy.graph_runner import BackendUnavailable
+from vla_policy.backends.artifact_manifest import ArtifactError, load_manifest
+from vla_policy.backends.graph_runner import BackendUnavailable
+from vla_policy.backends.tensorrt_runner import EngineKey, engine_matches
+from vla_policy.model.policy import VLAPolicy
+from vla_policy.model.presets import get_preset
 from vla_policy.observation import synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.presets import get_preset
-from vla_policy.tensorrt_runner import EngineKey, engine_matches
 
 
 @pytest.fixture(scope="module")

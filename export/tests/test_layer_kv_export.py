@@ -8,10 +8,10 @@ import pytest
 import torch
 from vla_export.onnx_export import export_prefix
 from vla_export.parity import run_parity
-from vla_policy.artifact_manifest import load_manifest
+from vla_policy.backends.artifact_manifest import load_manifest
+from vla_policy.model.policy import VLAPolicy
+from vla_policy.model.presets import get_preset
 from vla_policy.observation import synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.presets import get_preset
 
 PRESETS = ("pi0-tiny", "alpamayo-tiny")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from vla_policy.backends.prefix_backend import PrefixBackend, TorchPrefixBackend, select_prefix_backend
 from vla_policy.latency_stats import ratio, summarize
+from vla_policy.model.policy import VLAPolicy
 from vla_policy.observation import synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.prefix_backend import PrefixBackend, TorchPrefixBackend, select_prefix_backend
 
 STAGES = ("vision", "llm", "vl_head", "prefix")
 

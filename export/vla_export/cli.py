@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from vla_policy.artifact_manifest import ArtifactError, load_manifest
-from vla_policy.checkpoint import CheckpointError
-from vla_policy.graph_runner import BackendUnavailable
+from vla_policy.backends.artifact_manifest import ArtifactError, load_manifest
+from vla_policy.backends.graph_runner import BackendUnavailable
+from vla_policy.model.checkpoint import CheckpointError
 from vla_policy.strict_config import ConfigError
 
 BENCHMARKS_MD = Path("docs/benchmarks.md")

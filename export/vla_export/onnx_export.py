@@ -15,15 +15,15 @@ from pathlib import Path
 import onnx
 import torch
 from torch import nn
-from vla_policy.artifact_manifest import (
+from vla_policy.backends.artifact_manifest import (
     ArtifactManifest,
     GraphSpec,
     TensorSpec,
     file_sha256,
     write_manifest,
 )
+from vla_policy.model.policy import VLAPolicy
 from vla_policy.observation import synthetic_observation
-from vla_policy.policy import VLAPolicy
 
 log = logging.getLogger(__name__)
 

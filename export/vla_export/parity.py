@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from vla_policy.artifact_manifest import load_manifest
+from vla_policy.backends.artifact_manifest import load_manifest
+from vla_policy.backends.prefix_backend import PrefixBackend
+from vla_policy.model.policy import VLAPolicy
 from vla_policy.observation import PrefixOutput, synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.prefix_backend import PrefixBackend
 
 from vla_export.parity_thresholds import Comparison, compare
 

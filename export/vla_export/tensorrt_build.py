@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from vla_policy.artifact_manifest import ArtifactManifest, GraphSpec, load_manifest
+from vla_policy.backends.artifact_manifest import ArtifactManifest, GraphSpec, load_manifest
+from vla_policy.backends.tensorrt_runner import EngineKey, engine_matches, import_tensorrt
 from vla_policy.strict_config import require
-from vla_policy.tensorrt_runner import EngineKey, engine_matches, import_tensorrt
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from vla_policy.cogvla_config import CogVLAConfig
-from vla_policy.config import ModelConfig
+from vla_policy.model.cogvla.config import CogVLAConfig
+from vla_policy.model.config import ModelConfig
+from vla_policy.model.policy import VLAPolicy
+from vla_policy.model.presets import get_preset
 from vla_policy.observation import Observation, synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.presets import get_preset
 
 
 def cog_config(**options: object) -> ModelConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vla_policy.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
+from vla_policy.data.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
 
 SMALL = dict(duration=2.5, image_height=32, image_width=40, camera_rate=10.0, joint_rate=20.0)
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from vla_policy import llm_kv_cache
-from vla_policy.flow_matching import RTCGuidance
-from vla_policy.layer_kv_expert import LayerKVExpert
-from vla_policy.llm_kv_cache import PrefixKVCache, llm_prefix_kv, rope_cos_sin
+from vla_policy.model import llm_kv_cache
+from vla_policy.model.experts.layer_kv_expert import LayerKVExpert
+from vla_policy.model.flow_matching import RTCGuidance
+from vla_policy.model.llm_kv_cache import PrefixKVCache, llm_prefix_kv, rope_cos_sin
+from vla_policy.model.policy import VLAPolicy
 from vla_policy.observation import Observation, PrefixOutput, synthetic_observation
-from vla_policy.policy import VLAPolicy
 
 INSTRUCTIONS = ("pick up the red cube", "put the small blue block into the box on the left please now")
 

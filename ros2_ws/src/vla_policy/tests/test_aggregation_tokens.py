@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from cogvla_helpers import cog_config, cog_policy, observation
-from vla_policy.aggregation_tokens import AggregationTokens
-from vla_policy.cogvla_backbone import token_counts
-from vla_policy.presets import get_preset
+from vla_policy.model.cogvla.aggregation_tokens import AggregationTokens
+from vla_policy.model.cogvla.backbone import token_counts
+from vla_policy.model.presets import get_preset
 
 
 def test_append_and_select_shapes() -> None:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from vla_policy.model.policy import VLAPolicy
+from vla_policy.model.presets import get_preset
 from vla_policy.observation import synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.presets import get_preset
 from vla_policy.strict_config import replace
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from vla_policy.checkpoint import CheckpointError, load_checkpoint
-from vla_policy.policy import VLAPolicy
-from vla_policy.presets import get_preset
+from vla_policy.model.checkpoint import CheckpointError, load_checkpoint
+from vla_policy.model.policy import VLAPolicy
+from vla_policy.model.presets import get_preset
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vla_policy.chunk_scheduler import ChunkScheduler, ChunkSchedulerConfig
+from vla_policy.runtime.chunk_scheduler import ChunkScheduler, ChunkSchedulerConfig
 from vla_policy.strict_config import ConfigError, from_dict
 
 DT = 0.02
@@ -220,7 +220,7 @@ def test_rtc_overlap_is_limited_by_config() -> None:
 
 
 def test_rtc_guidance_object_is_built() -> None:
-    pytest.importorskip("vla_policy.flow_matching")
+    pytest.importorskip("vla_policy.model.flow_matching")
     s = _sched(blending="rtc", rtc_max_guidance_weight=3.0)
     s.accept(_ramp(10), obs_stamp=0.0, latency=0.02, now=0.02)
     g = s.rtc_guidance(obs_stamp=0.04, now=0.04, horizon=10)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vla_policy.cogvla_config import CogVLAConfig
-from vla_policy.config import BackboneConfig
-from vla_policy.policy import VLAModel
-from vla_policy.presets import get_preset
+from vla_policy.model.cogvla.config import CogVLAConfig
+from vla_policy.model.config import BackboneConfig
+from vla_policy.model.policy import VLAModel
+from vla_policy.model.presets import get_preset
 from vla_policy.strict_config import ConfigError, from_dict, replace, to_dict
 
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from vla_policy.config import ActionHeadConfig, LanguageConfig, ModelConfig, NormalizationConfig
-from vla_policy.presets import get_preset
+from vla_policy.model.config import ActionHeadConfig, LanguageConfig, ModelConfig, NormalizationConfig
+from vla_policy.model.presets import get_preset
 from vla_policy.strict_config import ConfigError, from_dict, replace, to_dict
 
 

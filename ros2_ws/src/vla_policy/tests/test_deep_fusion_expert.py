@@ -1,4 +1,4 @@
-"""deep_fusion (seed 001, PI0) on the pi0-tiny preset."""
+"""deep_fusion (PI0) on the pi0-tiny preset."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from layer_kv_expert_checks import (
     check_suffix_never_changes_prefix_kv,
     noise,
 )
-from vla_policy.deep_fusion_expert import DeepFusionExpert, pi0_time_embedding
-from vla_policy.llm_kv_cache import llm_prefix_kv, suffix_forward
-from vla_policy.policy import VLAModel, VLAPolicy
-from vla_policy.presets import get_preset
+from vla_policy.model.experts.deep_fusion_expert import DeepFusionExpert, pi0_time_embedding
+from vla_policy.model.llm_kv_cache import llm_prefix_kv, suffix_forward
+from vla_policy.model.policy import VLAModel, VLAPolicy
+from vla_policy.model.presets import get_preset
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from vla_policy.episode_bag import (
+from vla_policy.data.episode_bag import (
     DEFAULT_JOINTS,
     INSTRUCTION_TOPIC,
     JOINT_STATES_TOPIC,
@@ -22,7 +22,7 @@ from vla_policy.episode_bag import (
     image_from_msg,
     open_bag,
 )
-from vla_policy.synthetic_episode import JointMotion, SyntheticEpisodeConfig, write_synthetic_episode
+from vla_policy.data.synthetic_episode import JointMotion, SyntheticEpisodeConfig, write_synthetic_episode
 
 SMALL = dict(duration=1.0, image_height=24, image_width=32, camera_rate=10.0, joint_rate=20.0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from cogvla_helpers import cog_policy, observation
-from vla_policy.film_vision import FiLM, instruction_embedding
+from vla_policy.model.cogvla.film_vision import FiLM, instruction_embedding
 
 
 def test_film_zero_init_is_exact_identity() -> None:

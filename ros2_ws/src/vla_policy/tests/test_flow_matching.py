@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vla_policy.flow_matching import (
+from vla_policy.model.flow_matching import (
     RTCGuidance,
     euler_sample,
     flow_matching_loss,
@@ -12,9 +12,9 @@ from vla_policy.flow_matching import (
     rtc_weights,
     sample_time,
 )
+from vla_policy.model.policy import VLAPolicy
+from vla_policy.model.presets import get_preset
 from vla_policy.observation import synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.presets import get_preset
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vla_policy.image_codec import ImageDecodeError, decode_compressed, decode_raw, encode_compressed
+from vla_policy.data.image_codec import ImageDecodeError, decode_compressed, decode_raw, encode_compressed
 
 
 def _rgb(h: int = 4, w: int = 5) -> np.ndarray:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vla_policy.image_preprocessing import preprocess_frames, preprocess_images
-from vla_policy.presets import get_preset
+from vla_policy.model.image_preprocessing import preprocess_frames, preprocess_images
+from vla_policy.model.presets import get_preset
 from vla_policy.strict_config import replace
 
 

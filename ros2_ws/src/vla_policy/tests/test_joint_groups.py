@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vla_policy.joint_groups import JointGroups, JointMappingError
+from vla_policy.runtime.joint_groups import JointGroups, JointMappingError
 from vla_policy.strict_config import ConfigError, from_dict
 
 

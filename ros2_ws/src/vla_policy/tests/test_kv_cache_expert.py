@@ -1,4 +1,4 @@
-"""kv_cache_expert (seed 004, Alpamayo-R1) on the alpamayo-tiny preset."""
+"""kv_cache_expert (Alpamayo-R1) on the alpamayo-tiny preset."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from layer_kv_expert_checks import (
     check_save_load_round_trip,
     check_suffix_never_changes_prefix_kv,
 )
-from vla_policy.kv_cache_expert import KVCacheExpert, fourier_time_features
-from vla_policy.llm_kv_cache import PrefixKVCache, llm_prefix_kv
-from vla_policy.policy import VLAModel, VLAPolicy
-from vla_policy.presets import get_preset
+from vla_policy.model.experts.kv_cache_expert import KVCacheExpert, fourier_time_features
+from vla_policy.model.llm_kv_cache import PrefixKVCache, llm_prefix_kv
+from vla_policy.model.policy import VLAModel, VLAPolicy
+from vla_policy.model.presets import get_preset
 
 
 @pytest.fixture(scope="module")

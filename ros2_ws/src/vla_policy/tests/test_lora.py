@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from cogvla_helpers import cog_policy, observation
 from torch import nn
-from vla_policy.lora import LoRALinear, add_lora, merge_lora
+from vla_policy.model.lora import LoRALinear, add_lora, merge_lora
 
 
 def test_fresh_adapter_is_identity_and_merge_matches() -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vla_policy.config import NormalizationConfig
-from vla_policy.normalization import FeatureStats, Normalizer
+from vla_policy.model.config import NormalizationConfig
+from vla_policy.model.normalization import FeatureStats, Normalizer
 
 
 def _normalizer(config: NormalizationConfig | None = None) -> Normalizer:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vla_policy.observation_buffer import (
+from vla_policy.runtime.observation_buffer import (
     InstructionRejected,
     ObservationBuffer,
     ObservationBufferConfig,

@@ -8,18 +8,18 @@ import sys
 
 import numpy as np
 import pytest
-from vla_policy.episode_bag import JointNamesMismatchError, MissingTopicError
-from vla_policy.joint_groups import JointGroups
-from vla_policy.offline_eval import EvalConfig, GroundTruth, run_offline_eval
-from vla_policy.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
+from vla_policy.data.episode_bag import JointNamesMismatchError, MissingTopicError
+from vla_policy.data.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
+from vla_policy.evaluation.offline_eval import EvalConfig, GroundTruth, run_offline_eval
+from vla_policy.runtime.joint_groups import JointGroups
 
 SMALL = dict(duration=2.0, image_height=32, image_width=40, camera_rate=10.0, joint_rate=20.0)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from vla_policy.policy import VLAPolicy
-    from vla_policy.presets import get_preset
+    from vla_policy.model.policy import VLAPolicy
+    from vla_policy.model.presets import get_preset
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
     VLAPolicy(get_preset("tiny"), seed=0).save(path)
@@ -114,7 +114,7 @@ def test_cli_bad_bag_one_line(checkpoint, tmp_path):
         [
             sys.executable,
             "-m",
-            "vla_policy.offline_eval",
+            "vla_policy.evaluation.offline_eval",
             "--bag",
             str(bad),
             "--checkpoint",

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from vla_policy.model.policy import VLAPolicy
+from vla_policy.model.presets import get_preset
 from vla_policy.observation import synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.presets import get_preset
 
 # Pinned once from `VLAPolicy(tiny, seed=7)` saved, reloaded, predict_chunk(seed=11) (normalised expert
 # output before clipping, first 2 steps x first 4 dims). A change means the model's numerics changed.

@@ -6,8 +6,8 @@ import pytest
 import torch
 from cogvla_helpers import cog_config, cog_policy, observation
 from transformers import Dinov2Model
-from vla_policy.cogvla_config import DinoV2Config
-from vla_policy.routed_vision import ExpertRouter
+from vla_policy.model.cogvla.config import DinoV2Config
+from vla_policy.model.cogvla.routed_vision import ExpertRouter
 from vla_policy.strict_config import ConfigError
 
 

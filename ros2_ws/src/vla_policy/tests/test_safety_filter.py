@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vla_policy.safety_filter import SafetyFilter, SafetyFilterConfig
+from vla_policy.runtime.safety_filter import SafetyFilter, SafetyFilterConfig
 from vla_policy.strict_config import ConfigError, from_dict
 
 

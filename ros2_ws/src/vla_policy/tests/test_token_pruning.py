@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 from cogvla_helpers import cog_config, cog_policy, observation
-from vla_policy.backbone import EagleBackbone
-from vla_policy.policy import VLAPolicy
-from vla_policy.token_pruning import attention_mask_4d, select_tokens
+from vla_policy.model.backbone import EagleBackbone
+from vla_policy.model.cogvla.token_pruning import attention_mask_4d, select_tokens
+from vla_policy.model.policy import VLAPolicy
 
 
 def test_select_tokens_keeps_required_tokens_even_with_lowest_scores() -> None:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from vla_policy.presets import get_preset
+from vla_policy.model.presets import get_preset
+from vla_policy.model.tokenizer import ByteTokenizer, build_prompts
 from vla_policy.strict_config import replace
-from vla_policy.tokenizer import ByteTokenizer, build_prompts
 
 
 def test_byte_tokenizer_round_trip_utf8() -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from vla_policy.model.policy import VLAPolicy, trainable_groups
+from vla_policy.model.presets import get_preset
 from vla_policy.observation import Observation, synthetic_observation
-from vla_policy.policy import VLAPolicy, trainable_groups
-from vla_policy.presets import get_preset
 from vla_policy.strict_config import replace
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from vla_policy.lora import LoRALinear
+from vla_policy.model.lora import LoRALinear
+from vla_policy.model.policy import VLAPolicy
+from vla_policy.model.presets import get_preset
 from vla_policy.observation import synthetic_observation
-from vla_policy.policy import VLAPolicy
-from vla_policy.presets import get_preset
-from vla_policy.training import LORA_FILE, TrainConfig, TrainError, apply_lora, train
+from vla_policy.training.trainer import LORA_FILE, TrainConfig, TrainError, apply_lora, train
 
 LLM = "backbone.eagle_model.language_model"
 DIT = "action_head.model"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from vla_policy.cli import main as cli_main
-from vla_policy.episode_dataset import (
+from vla_policy.data.episode_dataset import (
     AugmentConfig,
     BatchBuilder,
     DatasetConfig,
@@ -20,8 +20,8 @@ from vla_policy.episode_dataset import (
     find_bags,
     load_episodes,
 )
-from vla_policy.presets import get_preset
-from vla_policy.training import TrainConfig, lr_factor, train
+from vla_policy.model.presets import get_preset
+from vla_policy.training.trainer import TrainConfig, lr_factor, train
 
 
 def _cfg(**kw):
@@ -72,7 +72,7 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_train_loss_falls_and_checkpoint_loads(bags, tmp_path, one_thread):
-    from vla_policy.policy import VLAPolicy
+    from vla_policy.model.policy import VLAPolicy
 
     out = tmp_path / "run"
     res = train(bags, out, _cfg(steps=40, val_every=20, augment=False, lr=2e-3), preset="tiny")

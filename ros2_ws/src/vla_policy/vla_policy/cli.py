@@ -19,10 +19,9 @@ from typing import Any
 
 import torch
 
-from vla_policy.checkpoint import CheckpointError
-from vla_policy.latency_stats import ratio, summarize
+from vla_policy.model.checkpoint import CheckpointError
+from vla_policy.model.presets import PRESETS, get_preset
 from vla_policy.observation import synthetic_observation
-from vla_policy.presets import PRESETS, get_preset
 from vla_policy.strict_config import ConfigError, to_dict
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class CLIError(Exception):
 
 # ---- shared helpers -------------------------------------------------------------------------------
 def _load_policy(args: argparse.Namespace) -> Any:
-    from vla_policy.policy import VLAPolicy
+    from vla_policy.model.policy import VLAPolicy
 
     dtype = DTYPES[args.dtype]
     if getattr(args, "checkpoint", None):
@@ -132,8 +131,8 @@ def model_shapes(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from vla_policy.cogvla_backbone import token_counts
-    from vla_policy.policy import VLAModel
+    from vla_policy.model.cogvla.backbone import token_counts
+    from vla_policy.model.policy import VLAModel
 
     config = get_preset(args.preset)
     with torch.device("meta"):  # shapes only, no memory
@@ -176,7 +175,7 @@ def add_describe_parser(sub: argparse._SubParsersAction) -> None:
 
 # ---- init -----------------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
-    from vla_policy.policy import VLAPolicy
+    from vla_policy.model.policy import VLAPolicy
 
     config = get_preset(args.preset)
     out = Path(args.out)
@@ -241,84 +240,20 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # ---- bench ----------------------------------------------------------------------------------------
-def _stats(samples: list[float]) -> dict[str, float | int]:
-    return summarize(samples).as_ms()
-
-
-def run_bench(policy: Any, reps: int, warmup: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Per-stage timings over ``reps`` chunks, and the cross-attention K/V cache speed-up measured side by
-    side (cached = K/V projected once per chunk + K steps; uncached = K/V recomputed in every step)."""
-    cfg = policy.config
-    obs = synthetic_observation(
-        cfg.backbone.cameras, cfg.backbone.vision.image_size, 16, cfg.backbone.history_frames, seed=seed
-    )
-    stages: dict[str, list[float]] = {}
-    cached: list[float] = []
-    uncached: list[float] = []
-    expert = policy.expert
-    gen = torch.Generator(device=policy.device)
-    for i in range(warmup + reps):
-        res = policy.predict_chunk(obs, seed=seed + i)
-        with torch.inference_mode():
-            prefix, _ = policy.encode_prefix_timed([obs], with_cross_kv=False)
-            state = policy.prepare_state([obs.state])
-            gen.manual_seed(seed + i)
-            noise = torch.randn(
-                1,
-                cfg.action_horizon,
-                cfg.action_head.max_action_dim,
-                generator=gen,
-                device=policy.device,
-                dtype=policy.dtype,
-            )
-            # alternate the order so drift (thermal, caches) does not favour one variant
-            order = (True, False) if i % 2 == 0 else (False, True)
-            for use_cache in order:
-                t0 = policy.clock()
-                p = prefix
-                if use_cache and getattr(expert, "uses_layer_kv", False):  # per-LLM-layer K/V once
-                    p = expert.prepare_prefix(prefix.features, prefix.attention_mask)
-                elif use_cache:
-                    p = type(prefix)(
-                        prefix.features,
-                        prefix.attention_mask,
-                        expert.model.project_cross_kv(prefix.features),
-                        None,
-                    )
-                expert.predict_chunk(p, state, noise, use_cache=use_cache)
-                dt = policy.clock() - t0
-                (cached if use_cache else uncached).append(dt)
-        if i >= warmup:
-            for k, v in res.timings.items():
-                stages.setdefault(k, []).append(v)
-    cached, uncached = cached[warmup:], uncached[warmup:]
-    return {
-        "policy": policy.name,
-        "device": str(policy.device),
-        "dtype": str(policy.dtype).replace("torch.", ""),
-        "steps": cfg.num_inference_steps,
-        "stages": {k: _stats(v) for k, v in stages.items()},
-        "kv_cache": {
-            "cached": _stats(cached),
-            "uncached": _stats(uncached),
-            "speedup": ratio(uncached, cached),
-        },
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise CLIError(f"--reps must be >= 1, got {args.reps}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.expert_cache_bench:  # one run, every expert: K/V cache vs recomputing the prefix each step
-        from vla_policy.expert_cache_bench import expert_cache_bench, format_expert_cache_bench
+        from vla_policy.benchmarks.expert_cache_bench import expert_cache_bench, format_expert_cache_bench
 
         data = expert_cache_bench(args.expert_cache_bench.split(","), args.reps, args.warmup, args.seed)
         _emit(args, data, format_expert_cache_bench)
         return 0
     policy = _load_policy(args)
+    from vla_policy.benchmarks.policy_bench import run_bench
+
     data = run_bench(policy, args.reps, args.warmup, args.seed)
 
     def text(d: dict[str, Any]) -> str:
@@ -365,8 +300,8 @@ SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 # "module:function" adders from other modules (eval, train, ...), added when importable
 PLUGIN_SUBCOMMANDS: list[str] = [
-    "vla_policy.offline_eval:add_eval_parser",
-    "vla_policy.training:add_train_parser",
+    "vla_policy.evaluation.offline_eval:add_eval_parser",
+    "vla_policy.training.trainer:add_train_parser",
 ]
 
 

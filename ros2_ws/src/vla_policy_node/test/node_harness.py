@@ -194,7 +194,7 @@ class Harness:
         return now.to_msg()
 
     def publish_cameras(self) -> None:
-        from vla_policy.image_codec import encode_compressed
+        from vla_policy.data.image_codec import encode_compressed
 
         stamp = self._stamp()
         for cam, typ in zip(CAMERAS, CAMERA_TYPES, strict=True):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from vla_policy.episode_bag import JOINT_STATES_TOPIC, open_bag
+from vla_policy.data.episode_bag import JOINT_STATES_TOPIC, open_bag
 
 CLI = [sys.executable, "-m", "vla_policy_node.bag_cli"]
 

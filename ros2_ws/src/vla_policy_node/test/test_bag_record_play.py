@@ -8,8 +8,8 @@ import time
 import pytest
 import yaml
 from ros_harness import output, stop, wait_for_output
-from vla_policy.episode_bag import JOINT_STATES_TOPIC, open_bag
-from vla_policy.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
+from vla_policy.data.episode_bag import JOINT_STATES_TOPIC, open_bag
+from vla_policy.data.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
 
 pytestmark = pytest.mark.ros
 CLI = [sys.executable, "-m", "vla_policy_node.bag_cli"]

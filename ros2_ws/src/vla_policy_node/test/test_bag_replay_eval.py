@@ -7,14 +7,14 @@ import subprocess
 import sys
 
 import pytest
-from vla_policy.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
+from vla_policy.data.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def test_replay_eval_end_to_end(tmp_path, ros_env):
-    from vla_policy.policy import VLAPolicy
-    from vla_policy.presets import get_preset
+    from vla_policy.model.policy import VLAPolicy
+    from vla_policy.model.presets import get_preset
 
     ckpt = tmp_path / "ckpt"
     VLAPolicy(get_preset("tiny"), seed=0).save(ckpt)

@@ -17,8 +17,8 @@ RUNNING = 2
 
 
 def _checkpoint(preset: str, out: Path, history_frames: int = 1) -> Path:
-    from vla_policy.policy import VLAPolicy
-    from vla_policy.presets import get_preset
+    from vla_policy.model.policy import VLAPolicy
+    from vla_policy.model.presets import get_preset
     from vla_policy.strict_config import replace
 
     config = get_preset(preset)

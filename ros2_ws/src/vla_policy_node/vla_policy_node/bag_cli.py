@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vla_policy.episode_bag import EpisodeBagError, one_line
+from vla_policy.data.episode_bag import EpisodeBagError, one_line
 
 PROG = "vla-bag"
 
@@ -58,8 +58,8 @@ def _shutdown_ros() -> None:
 
 # --- sample -----------------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
+    from vla_policy.data.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
     from vla_policy.strict_config import ConfigError
-    from vla_policy.synthetic_episode import SyntheticEpisodeConfig, write_synthetic_episode
 
     try:
         cfg = SyntheticEpisodeConfig(
@@ -176,7 +176,7 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 # --- replay-eval ------------------------------------------------------------------------------------------
 def cmd_replay_eval(args: argparse.Namespace) -> int:
-    from vla_policy.eval_report import summary_table
+    from vla_policy.evaluation.eval_report import summary_table
 
     from vla_policy_node.replay_eval import ReplayOptions, run_replay_eval
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vla_policy.episode_bag import CLOCK_TOPIC, EpisodeBagReader, MissingTopicError, default_qos
+from vla_policy.data.episode_bag import CLOCK_TOPIC, EpisodeBagReader, MissingTopicError, default_qos
 
 logger = logging.getLogger(__name__)
 

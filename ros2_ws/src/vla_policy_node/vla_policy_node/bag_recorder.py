@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vla_policy.episode_bag import EpisodeBagWriter, make_qos
+from vla_policy.data.episode_bag import EpisodeBagWriter, make_qos
 
 from vla_policy_node.bag_player import message_class
 

@@ -42,8 +42,8 @@ def _stats(intervals: list[float], period: float, factor: float = 1.5) -> dict[s
 
 
 def _make_checkpoint(root: Path) -> Path:
-    from vla_policy.policy import VLAPolicy
-    from vla_policy.presets import get_preset
+    from vla_policy.model.policy import VLAPolicy
+    from vla_policy.model.presets import get_preset
 
     out = root / "tiny"
     VLAPolicy(get_preset("tiny"), seed=0).save(out)

@@ -13,9 +13,9 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_msgs.msg import ActionChunk, PolicyStatus
-from vla_policy.image_codec import decode_compressed, decode_raw
-from vla_policy.joint_groups import JointGroups
+from vla_policy.data.image_codec import decode_compressed, decode_raw
 from vla_policy.latency_stats import summarize
+from vla_policy.runtime.joint_groups import JointGroups
 
 
 def stamp_to_sec(stamp: Time) -> float:

@@ -36,12 +36,12 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 from vla_msgs.msg import ActionChunk, ControlTick, PolicyStatus
 from vla_msgs.srv import Reset
-from vla_policy.chunk_scheduler import ChunkScheduler
-from vla_policy.image_codec import ImageDecodeError
-from vla_policy.joint_groups import JointMappingError
+from vla_policy.data.image_codec import ImageDecodeError
 from vla_policy.latency_stats import summarize
-from vla_policy.observation_buffer import InstructionRejected, ObservationBuffer, ObservationNotReady
-from vla_policy.safety_filter import SafetyFilter
+from vla_policy.runtime.chunk_scheduler import ChunkScheduler
+from vla_policy.runtime.joint_groups import JointMappingError
+from vla_policy.runtime.observation_buffer import InstructionRejected, ObservationBuffer, ObservationNotReady
+from vla_policy.runtime.safety_filter import SafetyFilter
 from vla_policy.strict_config import replace
 
 from vla_policy_node import conversions as conv
@@ -87,7 +87,7 @@ def resolve_checkpoint(path: str) -> Path:
 def load_policy(settings: NodeSettings) -> Any:
     """The policy, with the first prefix backend of ``settings.backend_order`` that loads."""
     import torch
-    from vla_policy.policy import VLAPolicy
+    from vla_policy.model.policy import VLAPolicy
 
     checkpoint = resolve_checkpoint(settings.checkpoint)
     if settings.torch_threads > 0:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from vla_policy.chunk_scheduler import BLENDING_MODES, ChunkSchedulerConfig
-from vla_policy.joint_groups import GROUP_NAMES, JointGroups
-from vla_policy.observation_buffer import ObservationBufferConfig
-from vla_policy.prefix_backend import BACKENDS
-from vla_policy.safety_filter import SafetyFilterConfig
+from vla_policy.backends.prefix_backend import BACKENDS
+from vla_policy.runtime.chunk_scheduler import BLENDING_MODES, ChunkSchedulerConfig
+from vla_policy.runtime.joint_groups import GROUP_NAMES, JointGroups
+from vla_policy.runtime.observation_buffer import ObservationBufferConfig
+from vla_policy.runtime.safety_filter import SafetyFilterConfig
 from vla_policy.strict_config import ConfigError
 
 OUTPUT_MODES: tuple[str, ...] = ("trajectory", "forward")

@@ -31,15 +31,14 @@ from typing import Any
 
 import numpy as np
 import yaml
-from vla_policy.episode_bag import (
+from vla_policy.data.episode_bag import (
     EpisodeBagError,
     EpisodeBagReader,
     command_topic,
     one_line,
 )
-from vla_policy.eval_report import clear_previous, latency_summary, score_series, write_report
-from vla_policy.joint_groups import GROUP_NAMES
-from vla_policy.offline_eval import (
+from vla_policy.evaluation.eval_report import clear_previous, latency_summary, score_series, write_report
+from vla_policy.evaluation.offline_eval import (
     EvalConfig,
     EvalError,
     config_from_node_params,
@@ -48,6 +47,7 @@ from vla_policy.offline_eval import (
     read_node_params,
     resolve_episode,
 )
+from vla_policy.runtime.joint_groups import GROUP_NAMES
 
 logger = logging.getLogger(__name__)
 NODE_NAME = "vla_policy_node"
@@ -170,7 +170,7 @@ def run_replay_eval(
     if work.exists():
         shutil.rmtree(work)
     (work / "logs").mkdir(parents=True)
-    from vla_policy.checkpoint import CheckpointError, read_config
+    from vla_policy.model.checkpoint import CheckpointError, read_config
 
     try:
         model_cfg, _ = read_config(Path(checkpoint))

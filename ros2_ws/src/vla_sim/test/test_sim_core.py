@@ -88,7 +88,7 @@ def test_scripted_expert_succeeds(task):
 
 @need_sim
 def test_demos_write_episode_bag(tmp_path):
-    from vla_policy.episode_bag import EpisodeBagReader
+    from vla_policy.data.episode_bag import EpisodeBagReader
     from vla_sim.demos import record_demos
 
     s = record_demos("transfer_cube", 1, tmp_path / "demos", height=24, width=32, seed=1, log=lambda *_: None)

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from vla_policy.chunk_scheduler import BLENDING_MODES
+from vla_policy.runtime.chunk_scheduler import BLENDING_MODES
 
 from vla_sim.aloha_env import TASKS
 

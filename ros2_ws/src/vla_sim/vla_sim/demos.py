@@ -1,4 +1,4 @@
-"""Scripted demonstrations recorded as episode bags (``vla_policy.episode_bag`` format), ROS-free.
+"""Scripted demonstrations recorded as episode bags (``vla_policy.data.episode_bag`` format), ROS-free.
 
 Per step k (sim time t_k = k * DT): the cameras and /joint_states observed at t_k, then the command applied
 from t_k to t_{k+1} on ``<group>_controller/commands`` (Float64MultiArray, the group's joints in config
@@ -77,7 +77,7 @@ def record_demos(
     storage: str = "mcap",
     log=print,
 ) -> DemoSummary:
-    from vla_policy.episode_bag import (
+    from vla_policy.data.episode_bag import (
         CLOCK_TOPIC,
         CLOCK_TYPE,
         FLOAT_ARRAY_TYPE,
@@ -93,7 +93,7 @@ def record_demos(
         command_topic,
         sec_to_ns,
     )
-    from vla_policy.joint_groups import JointGroups
+    from vla_policy.runtime.joint_groups import JointGroups
 
     cams = dict(camera_map or DEFAULT_CAMERA_MAP)
     out = Path(out)
