@@ -21,12 +21,20 @@ import numpy as np
 
 from vla_policy.model.flow_matching import RTCGuidance
 from vla_policy.observation import Observation
+from vla_policy.strict_config import require
 
 PROTOCOL_VERSION = 1
+MAX_REASON_CHARS = 500
 
 
 class WorkerFailure(RuntimeError):
     """The worker cannot serve: it failed to load, crashed, hung or was closed. One line says why."""
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (whitespace collapsed, at most ``MAX_REASON_CHARS``): for reasons and errors."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -39,9 +47,16 @@ class PolicySpec:
     backend_order: tuple[str, ...] = ("torch",)
     onnx_dir: str = ""
     engine_dir: str = ""
-    warmup_runs: int = 1
+    warmup_runs: int = 1  # synthetic observations run before start() returns (at least one)
     warmup_rtc: bool = False  # also warm the RTC-guided (autograd) path
     state_dim: int = 16  # robot joints in the state vector (for the warm-up observation)
+
+    def __post_init__(self) -> None:
+        require(bool(self.checkpoint), "PolicySpec.checkpoint must name a checkpoint directory")
+        require(self.torch_threads >= 0, f"PolicySpec.torch_threads must be >= 0, got {self.torch_threads}")
+        require(len(self.backend_order) >= 1, "PolicySpec.backend_order must name at least one backend")
+        require(self.warmup_runs >= 0, f"PolicySpec.warmup_runs must be >= 0, got {self.warmup_runs}")
+        require(self.state_dim >= 1, f"PolicySpec.state_dim must be >= 1, got {self.state_dim}")
 
 
 @dataclass(frozen=True)
@@ -58,8 +73,19 @@ class ModelInfo:
     action_dim: int  # width of InferenceResult.actions
     action_layout: Mapping[str, tuple[int, int]]  # group -> (offset, size) in the action vector
     backend: str = "torch"
-    backend_skipped: tuple[str, ...] = ()
+    backend_skipped: tuple[str, ...] = ()  # one line per backend tried before ``backend``: why it failed
     warmup_s: float = math.nan
+
+    def __post_init__(self) -> None:
+        # a layout read back from JSON has lists: keep one hashable form, and check it fits the width
+        layout = {str(k): (int(v[0]), int(v[1])) for k, v in dict(self.action_layout).items()}
+        object.__setattr__(self, "action_layout", layout)
+        for group, (offset, size) in layout.items():
+            require(
+                offset >= 0 and size >= 1 and offset + size <= self.action_dim,
+                f"ModelInfo.action_layout[{group!r}] = ({offset}, {size}) does not fit action_dim "
+                f"{self.action_dim}",
+            )
 
 
 @dataclass(frozen=True)
@@ -84,7 +110,10 @@ class InferenceWorker(ABC):
     """Runs the model for a ``PolicyRuntime``. At most one request is in flight at a time.
 
     Calls come from one thread (the runtime's); implementations synchronise with their own threads or
-    processes internally.
+    processes internally. A worker that can no longer serve (its process died, it was closed) raises
+    ``WorkerFailure`` from ``submit``, ``poll`` and ``wait`` with the same line ``health()`` gives; a
+    failed request (a model error, non-finite actions) is not a failure of the worker: it comes back as
+    an ``InferenceResult`` with ``error`` set. A restart is ``close()`` then ``start()`` on the same object.
     """
 
     kind: str = "abstract"
@@ -96,16 +125,18 @@ class InferenceWorker(ABC):
     @abstractmethod
     def submit(self, request: InferenceRequest, now: float) -> None:
         """Hand over a request (never blocks on the model). ``WorkerFailure`` when the worker is not
-        running or a request is already in flight."""
+        running or a request is already in flight (until ``poll``/``wait`` has returned its result)."""
 
     @abstractmethod
     def poll(self, now: float) -> InferenceResult | None:
         """The result of the in-flight request when it is ready, else None (never blocks). ``now`` is
-        the runtime's clock: only a worker with a modelled latency uses it."""
+        the runtime's clock: only a worker with a modelled latency uses it. ``WorkerFailure`` when the
+        worker can no longer serve."""
 
     @abstractmethod
     def wait(self, timeout: float) -> InferenceResult | None:
-        """Block up to ``timeout`` wall seconds for the in-flight request's result (lock-step mode)."""
+        """Block up to ``timeout`` wall seconds for the in-flight request's result (lock-step mode); None
+        when it is not ready by then or nothing is in flight. ``WorkerFailure`` as for ``poll``."""
 
     @abstractmethod
     def health(self) -> str | None:
