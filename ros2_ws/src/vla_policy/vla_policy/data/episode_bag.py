@@ -1,4 +1,5 @@
-"""The episode bag format: rosbag2 (MCAP by default, sqlite3 supported) written and read with ``rosbags``.
+"""The episode bag format: rosbag2 (MCAP by default, sqlite3 supported), written as rosbag2 Kilted writes it
+(:mod:`vla_policy.data.rosbag2_writer`) and read with ``rosbags``.
 
 An episode bag holds:
 
@@ -15,7 +16,12 @@ An episode bag holds:
 Episode metadata goes in the bag's ``custom_data`` (rosbag2 ``metadata.yaml``, all values strings):
 ``task``, ``instruction``, ``embodiment``, ``success`` ("true"/"false"/"unknown"), and, written by this
 module, ``vla.joint_groups`` and ``vla.cameras`` (JSON) so that a reader knows the joint order of the
-commands and the camera names. ``ros_distro`` is set to ``kilted`` after rosbags closes the bag.
+commands and the camera names. ``ros_distro`` is ``kilted`` in metadata.yaml and in the storage file.
+
+Reading never loses messages silently: each topic's message count in metadata.yaml is checked against what a
+read delivered. When ``rosbags`` cannot map the storage's topics onto metadata.yaml's (it yields nothing
+from rosbag2's own test bags, whose storage files carry the QoS in another form than metadata.yaml), the
+reader falls back to reading the storage files by topic name (:mod:`vla_policy.data.rosbag2_storage_reader`).
 
 ROS-free: never imports rclpy. Errors are ``EpisodeBagError`` subclasses with a one-line message.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +64,6 @@ DEFAULT_CONTROLLERS: dict[str, str] = {g: f"{g}_controller" for g in GROUP_NAMES
 STORAGES: tuple[str, ...] = ("mcap", "sqlite3")
 METADATA_KEYS: tuple[str, ...] = ("task", "instruction", "embodiment", "success")
 ROS_DISTRO = "kilted"
-VLA_MSG_TYPES: tuple[str, ...] = ("ActionChunk", "PolicyStatus")
 
 
 class EpisodeBagError(RuntimeError):
@@ -118,29 +124,83 @@ def find_vla_msgs_dir() -> Path | None:
     return None
 
 
+def _installed_msg_file(msgtype: str) -> Path | None:
+    """``share/<pkg>/msg/<Name>.msg`` of an installed interface package (AMENT_PREFIX_PATH), if any."""
+    pkg, _, name = msgtype.partition("/msg/")
+    if not name:
+        return None
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    dirs = [Path(p) / "share" / pkg / "msg" for p in prefixes]
+    if pkg == "vla_msgs":
+        dirs += _vla_msgs_dirs()
+    for d in dirs:
+        if (d / f"{name}.msg").is_file():
+            return d / f"{name}.msg"
+    return None
+
+
 _TYPESTORE: Any = None
+_TYPESTORE_LOCK = threading.Lock()
+
+
+def _register_installed(store: Any, msgtype: str, seen: set[str]) -> bool:
+    """Register ``msgtype`` and the types it uses from their installed .msg files; False if one is missing."""
+    from rosbags.typesys import get_types_from_msg
+
+    if msgtype in store.fielddefs:
+        return True
+    if msgtype in seen:
+        return False
+    seen.add(msgtype)
+    path = _installed_msg_file(msgtype)
+    if path is None:
+        return False
+    types = get_types_from_msg(path.read_text(), msgtype)
+    for fields in types.values():
+        for ref in _referenced_types(fields):
+            if not _register_installed(store, ref, seen):
+                logger.debug("type %s (used by %s) is not installed", ref, msgtype)
+                return False
+    store.register(types)
+    return True
+
+
+def _referenced_types(fields: Any) -> list[str]:
+    """The message types that the fields of a parsed message (rosbags' (consts, fields)) refer to."""
+    refs: list[str] = []
+    for _name, (node_type, detail) in fields[1]:
+        if node_type.name in ("ARRAY", "SEQUENCE"):
+            node_type, detail = detail[0]
+        if node_type.name == "NAME":
+            refs.append(str(detail))
+    return refs
 
 
 def get_typestore() -> Any:
-    """The ROS 2 Kilted typestore with the ``vla_msgs`` types registered (when their .msg files are found)."""
+    """The ROS 2 Kilted typestore with the ``vla_msgs`` types registered (when their .msg files are found).
+    Other installed message types are added on demand by :func:`ensure_message_type`."""
     global _TYPESTORE
-    if _TYPESTORE is None:
-        from rosbags.typesys import Stores, get_types_from_msg
-        from rosbags.typesys import get_typestore as _get
+    with _TYPESTORE_LOCK:
+        if _TYPESTORE is None:
+            from rosbags.typesys import Stores
+            from rosbags.typesys import get_typestore as _get
 
-        store = _get(Stores.ROS2_KILTED)
-        msg_dir = find_vla_msgs_dir()
-        if msg_dir is not None:
-            types: dict[str, Any] = {}
-            for name in VLA_MSG_TYPES:
-                path = msg_dir / f"{name}.msg"
-                if path.is_file():
-                    types.update(get_types_from_msg(path.read_text(), f"vla_msgs/msg/{name}"))
-            store.register(types)
-        else:
-            logger.debug("vla_msgs .msg files not found; vla_msgs types are not registered")
-        _TYPESTORE = store
-    return _TYPESTORE
+            store = _get(Stores.ROS2_KILTED)
+            msg_dir = find_vla_msgs_dir()
+            if msg_dir is not None:
+                for path in sorted(msg_dir.glob("*.msg")):
+                    _register_installed(store, f"vla_msgs/msg/{path.stem}", set())
+            else:
+                logger.debug("vla_msgs .msg files not found; vla_msgs types are not registered")
+            _TYPESTORE = store
+        return _TYPESTORE
+
+
+def ensure_message_type(msgtype: str) -> bool:
+    """Make ``msgtype`` known to the typestore (from its installed .msg file when the store lacks it)."""
+    store = get_typestore()
+    with _TYPESTORE_LOCK:
+        return _register_installed(store, msgtype, set())
 
 
 # --- QoS ------------------------------------------------------------------------------------------------
@@ -252,21 +312,10 @@ class EpisodeMetadata:
 
 
 # --- writing --------------------------------------------------------------------------------------------
-def _storage_plugin(storage: str) -> Any:
-    from rosbags.rosbag2 import StoragePlugin
-
+def _check_storage(storage: str) -> str:
     if storage not in STORAGES:
         raise EpisodeBagError(f"unknown storage '{storage}'; use one of {', '.join(STORAGES)}")
-    return StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-
-
-def set_ros_distro(bag: str | Path, distro: str = ROS_DISTRO) -> None:
-    """Replace rosbags' ``ros_distro: rosbags`` in metadata.yaml by a real distro name."""
-    meta = Path(bag) / "metadata.yaml"
-    text = meta.read_text()
-    new = text.replace("ros_distro: rosbags", f"ros_distro: {distro}")
-    if new != text:
-        meta.write_text(new)
+    return storage
 
 
 def sec_to_ns(t: float) -> int:
@@ -280,7 +329,11 @@ def stamp_dict(t: float) -> tuple[int, int]:
 
 class EpisodeBagWriter:
     """Writes an episode bag: ``add_topic`` (type + QoS), then ``write_raw`` (CDR bytes) or ``write`` (a
-    rosbags message object), then ``close``. A context manager; the path must not exist yet."""
+    rosbags message object), then ``close``. A context manager; the path must not exist yet.
+
+    ``bag_name`` names the storage file (``<bag_name>_0.mcap``) when the directory is written under a
+    temporary name and renamed afterwards; by default the directory's own name. Not thread-bound: callers
+    that add topics and write from different threads hold one lock around both."""
 
     def __init__(
         self,
@@ -288,21 +341,20 @@ class EpisodeBagWriter:
         storage: str = "mcap",
         metadata: EpisodeMetadata | None = None,
         custom_data: Mapping[str, str] | None = None,
+        bag_name: str | None = None,
     ) -> None:
-        from rosbags.rosbag2 import Writer
+        from vla_policy.data.rosbag2_writer import Rosbag2Writer
 
         self.path = Path(path)
         if self.path.exists():
             raise EpisodeBagError(f"{self.path} already exists; choose a new path")
         self.typestore = get_typestore()
-        self._writer = Writer(self.path, version=9, storage_plugin=_storage_plugin(storage))
-        self._writer.open()
-        self._conns: dict[str, Any] = {}
+        self._writer = Rosbag2Writer(self.path, _check_storage(storage), name=bag_name, ros_distro=ROS_DISTRO)
         self.counts: dict[str, int] = {}
         data = dict(metadata.to_custom_data() if metadata is not None else {})
         data.update(custom_data or {})
         for k, v in data.items():
-            self._writer.set_custom_data(str(k), str(v))
+            self.set_custom_data(str(k), str(v))
         self._closed = False
 
     def __enter__(self) -> EpisodeBagWriter:
@@ -311,13 +363,17 @@ class EpisodeBagWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def storage_file(self) -> Path:
+        return self.path / self._writer.file_name
+
     def set_custom_data(self, key: str, value: str) -> None:
-        self._writer.set_custom_data(key, str(value))
+        self._writer.custom_data[key] = str(value)
 
     def add_topic(self, topic: str, msgtype: str, qos: Sequence[Any] | Any | None = None) -> None:
-        if topic in self._conns:
+        if topic in self.counts:
             return
-        if msgtype not in self.typestore.fielddefs:
+        if not ensure_message_type(msgtype):
             raise UnknownMessageTypeError(f"unknown message type '{msgtype}' for topic {topic}")
         from rosbags.interfaces import Qos
 
@@ -325,25 +381,23 @@ class EpisodeBagWriter:
             qos = [default_qos(topic, msgtype)]
         elif isinstance(qos, Qos):
             qos = [qos]
-        self._conns[topic] = self._writer.add_connection(
-            topic, msgtype, typestore=self.typestore, offered_qos_profiles=list(qos)
-        )
+        msgdef, _ = self.typestore.generate_msgdef(msgtype, ros_version=2)
+        self._writer.add_topic(topic, msgtype, msgdef, self.typestore.hash_rihs01(msgtype), list(qos))
         self.counts[topic] = 0
 
     def write_raw(self, topic: str, timestamp_ns: int, data: bytes | memoryview) -> None:
-        self._writer.write(self._conns[topic], int(timestamp_ns), data)
+        self._writer.write(topic, int(timestamp_ns), data)
         self.counts[topic] += 1
 
     def write(self, topic: str, timestamp_ns: int, msg: Any) -> None:
-        conn = self._conns[topic]
-        self.write_raw(topic, timestamp_ns, self.typestore.serialize_cdr(msg, conn.msgtype))
+        msgtype = self._writer.topics[topic].msgtype
+        self.write_raw(topic, timestamp_ns, self.typestore.serialize_cdr(msg, msgtype))
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._writer.close()
-        set_ros_distro(self.path)
 
 
 # --- message builders (rosbags objects) ------------------------------------------------------------------
@@ -456,6 +510,7 @@ class EpisodeBagReader:
         self.path = Path(path)
         self._reader: Any = None
         self.typestore = get_typestore()
+        self.fallback = False  # True: messages come from the storage files by topic name, not from rosbags
 
     def open(self) -> EpisodeBagReader:
         from rosbags.rosbag2 import Reader
@@ -476,7 +531,39 @@ class EpisodeBagReader:
             raise TruncatedBagError(f"bag {self.path} is corrupt: {one_line(exc)}") from exc
         self._reader = reader
         self._register_bag_types()
+        self.fallback = not self._rosbags_maps_every_topic()
+        if self.fallback:
+            logger.info(
+                "bag %s: rosbags does not map its storage topics onto metadata.yaml's; reading the storage "
+                "files by topic name",
+                self.path,
+            )
         return self
+
+    def _rosbags_maps_every_topic(self) -> bool:
+        """Whether rosbags delivers a first message of every topic that metadata.yaml says has some (it
+        yields nothing from a topic whose storage copy differs from metadata.yaml's, e.g. in its QoS)."""
+        for topic, conns in self._connections_by_topic().items():
+            if not sum(c.msgcount for c in conns):
+                continue
+            try:
+                it = self._reader.messages(connections=conns)
+                first = next(it, None)
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+            except Exception as exc:
+                raise TruncatedBagError(f"bag {self.path} is truncated or corrupt: {one_line(exc)}") from exc
+            if first is None:
+                logger.debug("rosbags yields no message of %s from %s", topic, self.path)
+                return False
+        return True
+
+    def _connections_by_topic(self) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for conn in self._reader.connections:
+            out.setdefault(conn.topic, []).append(conn)
+        return out
 
     def _register_bag_types(self) -> None:
         """Register types whose definitions the bag carries but the typestore lacks (custom messages)."""
@@ -561,7 +648,10 @@ class EpisodeBagReader:
         start: int | None = None,
         stop: int | None = None,
     ) -> Iterator[BagMessage]:
-        """Messages in log-time order, optionally only ``topics`` and within [start, stop) nanoseconds."""
+        """Messages in log-time order, optionally only ``topics`` and within [start, stop) nanoseconds.
+
+        A read of whole topics (no ``start``/``stop``) that ends with another count of messages than
+        metadata.yaml gives raises :class:`TruncatedBagError`: a reader never loses messages silently."""
         wanted = None if topics is None else set(topics)
         conns = [c for c in self.reader.connections if wanted is None or c.topic in wanted]
         if wanted:
@@ -576,22 +666,67 @@ class EpisodeBagReader:
                 )
         if not conns:
             return
+        expected: dict[str, int] = {}
+        for c in conns:
+            expected[c.topic] = expected.get(c.topic, 0) + int(c.msgcount)
+        got = dict.fromkeys(expected, 0)
+        msgtypes = {c.topic: c.msgtype for c in conns}
         try:
-            for conn, timestamp, raw in self.reader.messages(connections=conns, start=start, stop=stop):
+            for topic, timestamp, raw in self._raw_messages(conns, start, stop):
+                msgtype = msgtypes[topic]
                 msg = None
                 if decode:
                     try:
-                        msg = self.typestore.deserialize_cdr(raw, conn.msgtype)
+                        msg = self.typestore.deserialize_cdr(raw, msgtype)
                     except Exception as exc:
                         raise TruncatedBagError(
-                            f"bag {self.path}: cannot decode a {conn.msgtype} message on {conn.topic} at "
+                            f"bag {self.path}: cannot decode a {msgtype} message on {topic} at "
                             f"{timestamp} ns: {one_line(exc)}"
                         ) from exc
-                yield BagMessage(conn.topic, conn.msgtype, int(timestamp), raw, msg)
+                got[topic] += 1
+                yield BagMessage(topic, msgtype, int(timestamp), raw, msg)
         except EpisodeBagError:
             raise
         except Exception as exc:
             raise TruncatedBagError(f"bag {self.path} is truncated or corrupt: {one_line(exc)}") from exc
+        if start is None and stop is None and got != expected:
+            short = [f"{t} {got[t]} of {n}" for t, n in expected.items() if got[t] != n]
+            raise TruncatedBagError(
+                f"bag {self.path}: read {', '.join(short)} messages that metadata.yaml lists"
+                + (" (storage files read by topic name)" if self.fallback else " (rosbags)")
+            )
+
+    def _raw_messages(
+        self, conns: Sequence[Any], start: int | None, stop: int | None
+    ) -> Iterator[tuple[str, int, bytes | memoryview]]:
+        if not self.fallback:
+            for conn, timestamp, raw in self.reader.messages(connections=conns, start=start, stop=stop):
+                yield conn.topic, int(timestamp), raw
+            return
+        from vla_policy.data.rosbag2_storage_reader import storage_messages
+
+        info = self._bag_info()
+        if info.get("compression_mode"):
+            raise EpisodeBagError(
+                f"bag {self.path}: rosbags cannot map its topics; compressed bags are not read by topic name"
+            )
+        yield from storage_messages(
+            self.path,
+            str(info.get("storage_identifier", "")),
+            list(info.get("relative_file_paths") or []),
+            {c.topic for c in conns},
+            start,
+            stop,
+        )
+
+    def _bag_info(self) -> dict[str, Any]:
+        import yaml
+
+        try:
+            data = yaml.safe_load((self.path / "metadata.yaml").read_text())
+            return dict(data["rosbag2_bagfile_information"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+            raise TruncatedBagError(f"bag {self.path}: unreadable metadata.yaml: {one_line(exc)}") from exc
 
 
 def _types_from_concatenated(text: str, msgtype: str, parse: Any) -> dict[str, Any]:
