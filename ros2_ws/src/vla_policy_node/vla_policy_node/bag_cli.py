@@ -94,6 +94,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     from vla_policy_node.bag_recorder import BagRecorder, drain, spin_until
 
+    if not args.max_queue_mb > 0:
+        raise CLIError(f"--max-queue-mb must be > 0, got {args.max_queue_mb}")
     custom = {
         "task": args.task,
         "instruction": args.instruction,
@@ -119,6 +121,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             storage=args.storage,
             custom_data=custom,
             log=lambda s: _out(s, flush=True),
+            max_queue_bytes=round(args.max_queue_mb * 1e6),
         )
         what = "all topics" if not args.topics else " ".join(args.topics)
         _out(f"recording to {args.out} ({what})")
@@ -129,11 +132,20 @@ def cmd_record(args: argparse.Namespace) -> int:
         counts = recorder.close()
         stats = recorder.stats()
         for topic, st in stats["topics"].items():
-            _out(f"  {topic}: received {st['received']}, written {st['written']}, {st['bytes'] / 1e6:.1f} MB")
+            _out(
+                f"  {topic}: received {st['received']}, written {st['written']}, dropped {st['dropped']}, "
+                f"{st['bytes'] / 1e6:.1f} MB"
+            )
         _out(
             f"write rate {stats['write_mb_per_s']:.1f} MB/s, queue high-water {stats['max_queued_messages']} "
-            f"messages ({stats['max_queued_mb']:.1f} MB), finalised in {stats['finalise_s']:.2f} s"
+            f"messages ({stats['max_queued_mb']:.1f} MB of {stats['max_queue_mb']:.0f} MB), "
+            f"finalised in {stats['finalise_s']:.2f} s"
         )
+        if stats["dropped"]:
+            _out(
+                f"warning: the disk did not keep up: dropped {stats['dropped']} messages (oldest per topic; "
+                "per-topic counts above and in metadata.yaml custom_data vla.recorder.dropped)"
+            )
         if args.stats_json:
             Path(args.stats_json).write_text(json.dumps(stats, indent=1) + "\n")
         _out(f"recorded {sum(counts.values())} messages to {args.out}: {json.dumps(counts)}")
@@ -252,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.5,
         help="on stop, keep taking messages up to this many seconds after the last reliable one, so that "
         "samples resent after the publisher's heartbeat (3 s in Fast DDS) are kept (default 3.5)",
+    )
+    p.add_argument(
+        "--max-queue-mb",
+        type=float,
+        default=512.0,
+        help="memory cap of the writer queue in MB (default 512); when the disk cannot keep up, the oldest "
+        "queued messages of a topic are dropped, counted and reported",
     )
     p.add_argument("--stats-json", default=None, help="write the per-topic counts and write rate here")
     p.set_defaults(func=cmd_record)

@@ -158,7 +158,9 @@ class BagPlayer:
         next_clock = wall0
         if self.clock_pub is not None:
             self._publish_clock(start_ns)
-        for m in self.reader.messages(topics=self.topics, decode=False, start=start_ns):
+        # From the start, the reader checks that it delivered every message that metadata.yaml lists.
+        start = start_ns if start_ns > self.reader.start_time else None
+        for m in self.reader.messages(topics=self.topics, decode=False, start=start):
             due = wall0 + (m.timestamp - start_ns) * 1e-9 / rate
             while True:
                 if stop.is_set():

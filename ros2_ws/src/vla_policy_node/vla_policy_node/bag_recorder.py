@@ -6,9 +6,19 @@
   ``metadata.yaml``. The subscription matches the publishers: reliable when all of them are reliable,
   transient local when all of them are. Reliable topics are subscribed with KEEP_ALL history (the reader
   never overwrites a sample it has not handed over), best-effort ones with KEEP_LAST of a large depth.
-- Intake never waits on disk: a subscription callback only stamps the message and puts ``(topic, stamp,
-  bytes)`` on an unbounded queue; a dedicated writer thread empties it into the bag.
+- Intake never waits on disk: a subscription callback only stamps the message and queues ``(stamp,
+  bytes)`` on its topic's queue; a dedicated writer thread writes the oldest queued message (over all
+  topics) into the bag.
+- The queues are bounded by ``max_queue_bytes`` (a memory cap). When the disk cannot keep up and a new
+  message would take the queued bytes over the cap, the policy is **drop oldest per topic**: the oldest
+  queued message of the new message's topic is dropped (of the topic holding the most queued bytes when
+  that topic has nothing else queued), until the queue fits the cap again (it exceeds the cap by at most
+  the newest message and the one being written). Every drop is counted per topic, logged once per topic,
+  reported in ``stats()`` and the CLI's summary, and written into the bag's metadata.yaml ``custom_data``
+  (``vla.recorder.dropped``: JSON topic -> count, ``vla.recorder.max_queue_bytes``,
+  ``vla.recorder.drop_policy``).
 - Timestamps are the receive time on the node clock (``use_sim_time`` gives bag time from ``/clock``).
+- Every installed message type records (the bag's type definitions come from the installed .msg files).
 - On SIGINT / SIGTERM the CLI first ``drain``s: it keeps taking messages until ``RELIABLE_DRAIN_S`` after
   the last reliable one (at most that long), since a sample lost on the wire is only resent after the
   publisher's next heartbeat. Then ``close()`` stops the subscriptions, lets the writer
@@ -18,10 +28,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,8 +47,8 @@ RECORD_DEPTH = 1000  # history depth of best-effort subscriptions (reliable ones
 # How long the stop waits after the last reliable message: longer than a reliable writer's heartbeat period
 # (3 s by default in Fast DDS), after which it resends what the recorder missed.
 RELIABLE_DRAIN_S = 3.5
-
-_STOP = object()  # the writer thread's end-of-queue marker
+DEFAULT_MAX_QUEUE_BYTES = 512 * 1024 * 1024  # the writer queue's memory cap
+DROP_POLICY = "drop_oldest_per_topic"
 
 
 def rosbags_qos(profile: Any) -> Any:
@@ -48,9 +59,9 @@ def rosbags_qos(profile: Any) -> Any:
         return str(getattr(policy, "name", policy)).upper()
 
     def t(d: Any) -> Any:
-        ns = int(getattr(d, "nanoseconds", 0))
-        sec, nsec = divmod(ns, 1_000_000_000)
-        return QosTime(min(sec, 2**31 - 1), nsec)
+        # rosbag2's encoding: infinite (2**63 - 1 ns) is {sec: 9223372036, nsec: 854775807}
+        sec, nsec = divmod(int(getattr(d, "nanoseconds", 0)), 1_000_000_000)
+        return QosTime(sec, nsec)
 
     def enum(cls: Any, value: Any) -> Any:
         try:
@@ -72,7 +83,8 @@ def rosbags_qos(profile: Any) -> Any:
 
 
 class BagRecorder:
-    """Records ``topics`` (empty = every topic seen) on ``node`` into a new bag at ``out``."""
+    """Records ``topics`` (empty = every topic seen) on ``node`` into a new bag at ``out``; the writer
+    queue holds at most ``max_queue_bytes`` (see the module docstring for the drop policy)."""
 
     def __init__(
         self,
@@ -84,23 +96,33 @@ class BagRecorder:
         custom_data: Mapping[str, str] | None = None,
         discovery_period: float = 0.2,
         log: Callable[[str], None] | None = None,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     ) -> None:
+        if max_queue_bytes <= 0:
+            raise ValueError(f"the queue cap must be > 0 bytes, got {max_queue_bytes}")
         self.node = node
         self.out = Path(out)
         self.topics = tuple(topics)
         self.exclude = set(exclude)
         self.log = log or logger.info
+        self.max_queue_bytes = int(max_queue_bytes)
         self.writer = EpisodeBagWriter(out, storage=storage, custom_data=custom_data)
-        self._lock = threading.Lock()  # intake state: _closed, received, queue statistics
-        self._write_lock = (
-            threading.Lock()
-        )  # the bag writer (add_topic from discovery, writes from the thread)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # intake state (queues, counts, _closed), shared by the callbacks and the writer thread
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)
+        # the bag writer: add_topic from discovery, writes from the writer thread, close
+        self._write_lock = threading.Lock()
+        self._pending: dict[str, deque[tuple[int, int, bytes]]] = {}  # topic -> (seq, stamp, bytes)
+        self._pending_bytes: dict[str, int] = {}
+        self._seq = 0
+        self._in_flight = 0  # 1 while the writer thread writes a message it took off the queues
+        self._stopping = False
         self._subs: dict[str, Any] = {}
         self._skipped: set[str] = set()
         self.received: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
         self.bytes_written: dict[str, int] = {}
-        self._queued = 0  # messages received and not yet written
+        self._queued = 0  # messages received and not yet written (nor dropped)
         self._queued_bytes = 0
         self.max_queued = 0
         self.max_queued_bytes = 0
@@ -123,8 +145,12 @@ class BagRecorder:
 
     @property
     def queued(self) -> int:
-        """Messages received and not yet written."""
+        """Messages received and not yet written (nor dropped)."""
         return self._queued
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
 
     def discover(self) -> None:
         if self._closed:
@@ -167,7 +193,10 @@ class BagRecorder:
         )
         with self._lock:
             self.received[topic] = 0
+            self.dropped[topic] = 0
             self.bytes_written[topic] = 0
+            self._pending[topic] = deque()
+            self._pending_bytes[topic] = 0
             if reliable:
                 self._reliable.add(topic)
         self._subs[topic] = self.node.create_subscription(
@@ -179,26 +208,58 @@ class BagRecorder:
         )
 
     def _on_message(self, topic: str, data: bytes) -> None:
-        """Subscription callback: stamp and enqueue, never touch the disk."""
+        """Subscription callback: stamp and enqueue (dropping per the policy), never touch the disk."""
         stamp = self.node.get_clock().now().nanoseconds
+        first_drop: list[str] = []
         with self._lock:
             if self._closed:
                 return
             self.received[topic] += 1
+            self._seq += 1
+            self._pending[topic].append((self._seq, stamp, data))
+            self._pending_bytes[topic] += len(data)
             self._queued += 1
             self._queued_bytes += len(data)
+            while self._queued_bytes > self.max_queue_bytes and self._queued - self._in_flight > 1:
+                victim = topic if len(self._pending[topic]) > 1 else self._largest_queue(topic)
+                _, _, old = self._pending[victim].popleft()
+                self._pending_bytes[victim] -= len(old)
+                self._queued -= 1
+                self._queued_bytes -= len(old)
+                self.dropped[victim] += 1
+                if self.dropped[victim] == 1:
+                    first_drop.append(victim)
             self.max_queued = max(self.max_queued, self._queued)
             self.max_queued_bytes = max(self.max_queued_bytes, self._queued_bytes)
             self.last_intake = time.monotonic()
             if topic in self._reliable:
                 self.last_reliable_intake = self.last_intake
-        self._queue.put((topic, stamp, data))
+            self._has_work.notify()
+        for victim in first_drop:
+            self.log(
+                f"warning: the disk does not keep up: dropping the oldest queued messages of {victim} "
+                f"(queue cap {self.max_queue_bytes / 1e6:.0f} MB); drops are counted"
+            )
+
+    def _largest_queue(self, keep: str) -> str:
+        """The topic holding the most queued bytes other than ``keep`` (whose one message is the new one)."""
+        return max((t for t in self._pending if t != keep and self._pending[t]), key=self._pending_bytes.get)
+
+    def _next(self) -> tuple[str, int, bytes] | None:
+        """The oldest queued message over all topics (blocks); None when stopping with nothing left."""
+        with self._has_work:
+            while not self._queued and not self._stopping:
+                self._has_work.wait()
+            if not self._queued:
+                return None
+            topic = min((t for t, q in self._pending.items() if q), key=lambda t: self._pending[t][0][0])
+            _, stamp, data = self._pending[topic].popleft()
+            self._pending_bytes[topic] -= len(data)
+            self._in_flight = 1
+            return topic, stamp, data
 
     def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
+        while (item := self._next()) is not None:
             topic, stamp, data = item
             if self.error is None:
                 try:
@@ -213,6 +274,7 @@ class BagRecorder:
                     self.error = exc
                     self.log(f"error: writing {topic} failed: {exc}")
             with self._lock:
+                self._in_flight = 0
                 self._queued -= 1
                 self._queued_bytes -= len(data)
 
@@ -226,9 +288,16 @@ class BagRecorder:
         self.node.destroy_timer(self._timer)
         for sub in self._subs.values():
             self.node.destroy_subscription(sub)
-        self._queue.put(_STOP)
+        with self._has_work:
+            self._stopping = True
+            self._has_work.notify()
         self._thread.join()
         with self._write_lock:
+            self.writer.set_custom_data(
+                "vla.recorder.dropped", json.dumps(dict(sorted(self.dropped.items())))
+            )
+            self.writer.set_custom_data("vla.recorder.max_queue_bytes", str(self.max_queue_bytes))
+            self.writer.set_custom_data("vla.recorder.drop_policy", DROP_POLICY)
             self.writer.close()
         self._close_s = time.monotonic() - t0
         if self.error is not None:
@@ -236,7 +305,8 @@ class BagRecorder:
         return dict(self.writer.counts)
 
     def stats(self) -> dict[str, Any]:
-        """Per-topic received/written counts and bytes, the write rate and the queue's high-water mark."""
+        """Per-topic received/written/dropped counts and bytes, the write rate and the queue's high-water
+        mark."""
         written = dict(self.writer.counts)
         total_bytes = sum(self.bytes_written.values())
         t_first, t_last = self._t_first_write, self._t_last_write
@@ -247,13 +317,19 @@ class BagRecorder:
                 t: {
                     "received": self.received.get(t, 0),
                     "written": written.get(t, 0),
+                    "dropped": self.dropped.get(t, 0),
                     "bytes": self.bytes_written.get(t, 0),
                 }
                 for t in sorted(set(self.received) | set(written))
             },
             "received": sum(self.received.values()),
             "written": sum(written.values()),
-            "lost_in_recorder": sum(self.received.values()) - sum(written.values()),
+            "dropped": sum(self.dropped.values()),
+            "drop_policy": DROP_POLICY,
+            "max_queue_mb": round(self.max_queue_bytes / 1e6, 2),
+            "lost_in_recorder": sum(self.received.values())
+            - sum(written.values())
+            - sum(self.dropped.values()),
             "bytes_written": total_bytes,
             "elapsed_s": round(time.monotonic() - self._t_start, 3),
             "write_mb_per_s": round(total_bytes / span / 1e6, 2) if span > 0 else 0.0,

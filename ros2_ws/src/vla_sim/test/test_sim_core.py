@@ -1,5 +1,7 @@
 """ROS-free sim core: env steps, cameras, command arbitration, scripted expert, demo bags."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sim_harness import need_sim
@@ -93,6 +95,10 @@ def test_demos_write_episode_bag(tmp_path):
 
     s = record_demos("transfer_cube", 1, tmp_path / "demos", height=24, width=32, seed=1, log=lambda *_: None)
     assert s.recorded == 1
+    bag_dir = Path(s.bags[0])
+    # the storage file is named as rosbag2 names it, visible to ls and glob (not the temporary .tmp_ name)
+    assert [p.name for p in bag_dir.glob("*.mcap")] == [f"{bag_dir.name}_0.mcap"]
+    assert not [p for p in (tmp_path / "demos").rglob(".*")]
     with EpisodeBagReader(s.bags[0]) as bag:
         meta = bag.metadata
         topics = bag.topics()

@@ -132,7 +132,8 @@ def record_demos(
                 controllers=controllers,
                 extra={"vla_sim.seed": str(s), "vla_sim.dt": str(DT), "vla_sim.sim_cameras": ",".join(cams)},
             )
-            writer = EpisodeBagWriter(tmp, storage=storage, metadata=meta)
+            # the storage file is named for the final bag directory (episode_N_0.mcap), as rosbag2 names it
+            writer = EpisodeBagWriter(tmp, storage=storage, metadata=meta, bag_name=path.name)
             for m in cams.values():
                 writer.add_topic(camera_topic(m), IMAGE_TYPE)
             writer.add_topic(JOINT_STATES_TOPIC, JOINT_STATE_TYPE)
