@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,12 +15,15 @@ from vla_policy.data.synthetic_episode import SyntheticEpisodeConfig, write_synt
 
 pytestmark = pytest.mark.ros
 CLI = [sys.executable, "-m", "vla_policy_node.bag_cli"]
+# rosbag2's own talker bags (see their README); CI clones the repository without ../shared
+TALKER = Path(__file__).resolve().parents[4].parent / "shared" / "data" / "rosbag2-talker"
 
 PUBLISHER = r"""
 import sys, time, rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy
 from std_msgs.msg import String
 from sensor_msgs.msg import JointState
+from vla_msgs.msg import ControlTick
 rclpy.init()
 node = rclpy.create_node("test_pub")
 latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -26,9 +31,11 @@ latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 pub_s = node.create_publisher(String, "/chatter", QoSProfile(depth=50))
 pub_i = node.create_publisher(String, "/instruction", latched)
 pub_j = node.create_publisher(JointState, "/joint_states", QoSProfile(depth=50))
+pub_t = node.create_publisher(ControlTick, "/tick", QoSProfile(depth=50)) if TICKS else None
 deadline = time.monotonic() + 20
 def ready():
-    return pub_s.get_subscription_count() > 0 and pub_j.get_subscription_count() > 0
+    subs = [pub_s, pub_j] + ([pub_t] if pub_t else [])
+    return all(p.get_subscription_count() > 0 for p in subs)
 while not ready() and time.monotonic() < deadline:
     time.sleep(0.05)
 pub_i.publish(String(data="do the thing"))
@@ -37,13 +44,21 @@ for i in range(COUNT):
     js = JointState(name=["a", "b"], position=[float(i), -float(i)])
     js.header.stamp.sec = 100 + i
     pub_j.publish(js)
+    if pub_t:
+        pub_t.publish(ControlTick(commands_published=i, state=2))
     time.sleep(0.01)
 print("PUBLISHED", COUNT, flush=True)
 time.sleep(30)
 """
 
 
-def test_record_captures_publisher(tmp_path, ros_env, spawn):
+def publisher(count: int, ticks: bool = False) -> str:
+    return PUBLISHER.replace("COUNT", str(count)).replace("TICKS", str(ticks))
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_record_captures_publisher(tmp_path, ros_env, spawn, storage):
+    """Every message of every type (vla_msgs/ControlTick included) lands, in MCAP and in sqlite3."""
     out = tmp_path / "rec"
     n = 100
     rec = spawn(
@@ -52,9 +67,12 @@ def test_record_captures_publisher(tmp_path, ros_env, spawn):
             "record",
             "--out",
             str(out),
+            "--storage",
+            storage,
             "/chatter",
             "/joint_states",
             "/instruction",
+            "/tick",
             "--task",
             "unit",
             "--success",
@@ -63,11 +81,12 @@ def test_record_captures_publisher(tmp_path, ros_env, spawn):
         ros_env,
     )
     assert wait_for_output(rec, "recording to", 30), output(rec)
-    pub = spawn([sys.executable, "-c", PUBLISHER.replace("COUNT", str(n))], ros_env)
+    pub = spawn([sys.executable, "-c", publisher(n, ticks=True)], ros_env)
     assert wait_for_output(pub, "PUBLISHED", 60), output(pub)
     time.sleep(0.5)
     assert stop(rec) == 0, output(rec)
-    assert f"recorded {2 * n + 1} messages" in output(rec), output(rec)
+    assert "skipping" not in output(rec), output(rec)
+    assert f"recorded {3 * n + 1} messages" in output(rec), output(rec)
     with open_bag(out) as bag:
         assert bag.custom_data["task"] == "unit" and bag.custom_data["success"] == "true"
         texts = [m.msg.data for m in bag.messages(topics=["/chatter"])]
@@ -76,6 +95,11 @@ def test_record_captures_publisher(tmp_path, ros_env, spawn):
         assert [int(m.position[0]) for m in js] == list(range(n))
         assert js[5].header.stamp.sec == 105
         assert [m.msg.data for m in bag.messages(topics=["/instruction"])] == ["do the thing"]
+        ticks = [m.msg for m in bag.messages(topics=["/tick"])]
+        assert [(t.commands_published, t.state) for t in ticks] == [(i, 2) for i in range(n)]
+    assert [p.name for p in out.iterdir() if p.name != "metadata.yaml"] == [
+        f"rec_0.{'mcap' if storage == 'mcap' else 'db3'}"
+    ]
     info = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     qos = {
         t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"][0]
@@ -83,6 +107,8 @@ def test_record_captures_publisher(tmp_path, ros_env, spawn):
     }
     assert qos["/instruction"]["durability"] == "transient_local"
     assert qos["/chatter"]["reliability"] == "reliable"
+    # rclpy's default publisher QoS has infinite durations, written as rosbag2 writes them
+    assert qos["/chatter"]["deadline"] == {"sec": 9223372036, "nsec": 854775807}
     assert info["ros_distro"] == "kilted"
 
 
@@ -90,7 +116,7 @@ def test_sigterm_finalises_bag(tmp_path, ros_env, spawn):
     out = tmp_path / "rec"
     rec = spawn([*CLI, "record", "--out", str(out), "/chatter", "/joint_states"], ros_env)
     assert wait_for_output(rec, "recording to", 30), output(rec)
-    pub = spawn([sys.executable, "-c", PUBLISHER.replace("COUNT", "30")], ros_env)
+    pub = spawn([sys.executable, "-c", publisher(30)], ros_env)
     assert wait_for_output(pub, "PUBLISHED", 60), output(pub)
     time.sleep(0.3)
     rec.terminate()
@@ -217,6 +243,71 @@ def test_close_drains_writer_queue(tmp_path, ros_env):
         assert [m.msg.data for m in bag.messages()] == [f"m{i}" for i in range(n)]
 
 
+def test_queue_cap_drops_oldest_per_topic_and_counts(tmp_path, ros_env):
+    """A disk slower than the input: the queue stays under its cap (plus the newest message and the one
+    being written), the oldest queued messages of the topic are dropped, and every drop is counted in the
+    stats and in the bag's metadata."""
+    import json
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+    from vla_policy_node.bag_recorder import BagRecorder, drain
+
+    n, size, topic = 200, 1000, "/cap_test/chatter"
+    cap = 20 * size
+    rclpy.init()
+    try:
+        node = rclpy.create_node("rec_cap")
+        pub_node = rclpy.create_node("pub_cap")
+        pub = pub_node.create_publisher(
+            String, topic, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        rec = BagRecorder(node, tmp_path / "rec", topics=[topic], log=lambda s: None, max_queue_bytes=cap)
+        write_raw = rec.writer.write_raw
+        largest: list[int] = []
+
+        def slow_write(t, stamp, data):  # a throttled disk: ~50 messages per second
+            largest.append(rec.queued_bytes)
+            time.sleep(0.02)
+            write_raw(t, stamp, data)
+
+        rec.writer.write_raw = slow_write
+        deadline = time.monotonic() + 20
+        while topic not in rec.subscribed or pub.get_subscription_count() == 0:
+            assert time.monotonic() < deadline, "no discovery"
+            executor.spin_once(timeout_sec=0.05)
+        for i in range(n):
+            pub.publish(String(data=f"{i:04d}".ljust(size, "x")))
+        deadline = time.monotonic() + 30
+        while rec.received[topic] < n:
+            assert time.monotonic() < deadline, f"received {rec.received[topic]} of {n}"
+            executor.spin_once(timeout_sec=0.02)
+        drain(executor, 0.1, rec)
+        counts = rec.close()
+        stats = rec.stats()
+        executor.shutdown()
+        node.destroy_node()
+        pub_node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+    one = size + 16  # a message's CDR bytes
+    assert stats["max_queued_mb"] * 1e6 <= cap + 2 * one
+    assert max(largest) <= cap + 2 * one
+    t = stats["topics"][topic]
+    assert t["dropped"] > 0 and t["received"] == n and t["written"] + t["dropped"] == n
+    assert stats["lost_in_recorder"] == 0 and counts[topic] == t["written"]
+    with open_bag(tmp_path / "rec") as bag:
+        assert json.loads(bag.custom_data["vla.recorder.dropped"]) == {topic: t["dropped"]}
+        assert bag.custom_data["vla.recorder.drop_policy"] == "drop_oldest_per_topic"
+        kept = [int(m.msg.data[:4]) for m in bag.messages()]
+    assert kept == sorted(kept) and len(kept) == t["written"]
+    assert kept[-1] == n - 1  # the newest messages are kept, the oldest queued ones dropped
+
+
 def test_play_timing_and_clock(tmp_path, ros_env, spawn):
     import rclpy
     from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -278,3 +369,45 @@ def test_play_timing_and_clock(tmp_path, ros_env, spawn):
     assert len(clocks) > 20
     assert clocks == sorted(clocks)
     assert start <= clocks[0] and clocks[-1] <= start + 2 * 10**9 + 10**8
+
+
+@pytest.mark.skipif(not TALKER.is_dir(), reason=f"rosbag2's talker bags are not here ({TALKER})")
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_play_bag_written_by_rosbag2(ros_env, spawn, storage):
+    """rosbag2's own bags (storage QoS unlike metadata.yaml's, topic ids in another order) play all 20
+    messages; rosbags 0.11.9 alone yields none of them."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    rclpy.init()
+    got: list[str] = []
+    stop_spin = threading.Event()
+    try:
+        node = rclpy.create_node("talker_sub")
+        node.create_subscription(
+            String,
+            "/topic",
+            lambda m: got.append(m.data),
+            QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
+        )
+
+        def spin() -> None:
+            while not stop_spin.is_set():
+                rclpy.spin_once(node, timeout_sec=0.05)
+
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        play = spawn([*CLI, "play", str(TALKER / storage), "--rate", "4", "--delay", "1.5"], ros_env)
+        assert play.wait(timeout=60) == 0, output(play)
+        deadline = time.monotonic() + 10
+        while len(got) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop_spin.set()
+        spinner.join()
+        node.destroy_node()
+    finally:
+        stop_spin.set()
+        rclpy.try_shutdown()
+    assert 'published 20 messages: {"/topic": 10, "/rosout": 10, "/parameter_events": 0}' in output(play)
+    assert got == [f"Hello, world! {i}" for i in range(10)]

@@ -32,7 +32,7 @@ def _mcap_messages(
     with path.open("rb") as f:
         reader = make_reader(f)
         for _schema, channel, message in reader.iter_messages(
-            topics=list(topics), start_time=start, end_time=stop, log_time_order=True
+            topics=list(topics), starting_at=start, ending_before=stop, log_time_order=True
         ):
             yield channel.topic, int(message.log_time), message.data
 
