@@ -146,7 +146,8 @@ def _small_bag(path, storage="mcap", bag_name=None):
         QosLiveliness.AUTOMATIC, inf, False,
     )  # fmt: skip
     fac = MessageFactory()
-    with EpisodeBagWriter(path, storage=storage, bag_name=bag_name) as w:
+    named = {"bag_name": bag_name} if bag_name else {}
+    with EpisodeBagWriter(path, storage=storage, **named) as w:
         w.add_topic("/chatter", "std_msgs/msg/String", qos)
         w.add_topic("/tick", "vla_msgs/msg/ControlTick")
         w.add_topic(JOINT_STATES_TOPIC, "sensor_msgs/msg/JointState")
