@@ -127,7 +127,7 @@ def test_cli_trains_and_reports(bags, tmp_path, capsys):
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 3 and summary["train_samples_per_s"] > 0
-    assert summary["loading_samples_per_s_per_thread"] > 0
+    assert summary["loading_samples_per_s_per_worker"] > 0
     # a second run into the same directory without --resume is refused
     rc = cli_main(["train", "--data", str(bags), "--preset", "tiny", "--out", str(out), "--steps", "3"])
     assert rc == 2 and "--resume" in capsys.readouterr().err

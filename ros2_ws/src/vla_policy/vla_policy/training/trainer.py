@@ -1,28 +1,43 @@
-"""Fine-tuning from episode bags: ``vla-policy train``.
+"""Fine-tuning from episode bags: ``vla-policy train``, on one process or many (``torchrun``).
 
 ``--data DIR`` (episode bags, see :mod:`vla_policy.data.episode_dataset`) and ``--preset P`` (random init) or
-``--checkpoint DIR`` (fine-tune) -> ``--out DIR``, which is itself a checkpoint directory
-(``config.json``, ``model.safetensors``, ``statistics.json``, loadable with ``VLAPolicy.from_checkpoint``)
-plus the training state and the metrics:
+``--init-from DIR`` (alias ``--checkpoint``: any checkpoint of this repository, an imported GR00T one
+included) -> ``--out DIR``, which is itself a checkpoint directory (``config.json``, ``model.safetensors``,
+``statistics.json``, loadable with ``VLAPolicy.from_checkpoint``) plus the training state and the metrics:
 
-- ``train_state.json``: step, total steps, the training config, the data split, scheduler state and the
-  torch RNG state; ``optimizer.safetensors``: AdamW's per-parameter tensors. Nothing is pickled.
-- ``metrics.jsonl``: one JSON object per logged step (``loss``, ``lr``, ``grad_norm``, ``samples_per_s``)
-  and per validation (``val_loss``); TensorBoard event files under ``tensorboard/`` too when
-  ``torch.utils.tensorboard`` imports (the ``tensorboard`` package is not a dependency).
+- ``train_state.json``: step, total steps, the training config, the batch plan (per-rank batch, ranks,
+  accumulation, effective batch), the data split, scheduler state and the torch RNG state;
+  ``optimizer.safetensors``: AdamW's per-parameter tensors, unsharded. Nothing is pickled.
+- ``metrics.jsonl``: one JSON object per logged step (``loss``, ``lr``, ``grad_norm``, ``samples_per_s``,
+  ``samples_per_s_per_rank``) and per validation (``val_loss``); TensorBoard event files under
+  ``tensorboard/`` too when ``torch.utils.tensorboard`` imports (``tensorboard`` is not a dependency).
 
-The loss is the policy's flow-matching loss (``policy.compute_loss``); AdamW runs over
-``policy.trainable_parameters()`` (the ``tune_*`` flags of the config); the learning rate warms up
-linearly and then follows a cosine to ``min_lr_ratio * lr`` at ``steps``; gradients are clipped by norm.
+The loss is the policy's flow-matching loss (``policy.compute_loss``); AdamW runs over the trainable
+parameters; the learning rate warms up linearly and then follows a cosine to ``min_lr_ratio * lr`` at
+``steps``; gradients are clipped by their global norm (after the cross-rank average, so every rank clips
+alike; under FSDP the norm is reduced over the shards).
 
-Exact resume: the batch of step ``s`` (indices, augmentation) is a pure function of ``(seed, s)``, and
-the torch RNG (flow-matching noise and timesteps) is re-seeded from ``(seed, s)`` before every step, so
-``--resume`` from a checkpoint written at step ``k`` reproduces the uninterrupted run bit for bit on the
-same machine and device. On CPU, MKL's multi-threaded GEMM is not bitwise reproducible from run to run
-(two uninterrupted runs differ by ~1e-7 in the loss, ~1e-5 in the weights after a few AdamW steps), so
-bitwise equality needs ``MKL_NUM_THREADS=1`` (or ``torch.set_num_threads(1)``); the batch-building
-threads do not affect it. ``--stop-at K`` ends a run after step ``K`` as an interruption would (Ctrl-C
-also saves the state before exiting).
+What trains: the ``tune_*`` flags of GR00T N1.5 (``--tune-visual``, ``--tune-llm``, ``--tune-projector``,
+``--tune-diffusion-model``). Unset, they are the preset's own for ``--preset`` (training from scratch) and
+GR00T's fine-tuning defaults for ``--init-from`` (vision and LLM frozen, projector and DiT trained),
+whatever the checkpoint's config says; the flags used are written to the output's ``config.json``.
+
+Distributed (see :mod:`vla_policy.training.distributed` and :mod:`vla_policy.training.sampler`): under
+``torchrun --nproc-per-node N`` every rank trains its own micro-batches of each step's global batch, DDP
+(default) or FSDP2 averages the gradients, and rank 0 alone writes metrics and checkpoints. The effective
+batch is ``--batch-size`` x ranks x ``--grad-accum``. Mixed precision: bf16 autocast on GPUs that have it,
+fp32 on the CPU (``--precision``).
+
+Exact resume: the windows, augmentation and flow-matching noise of every micro-batch are pure functions of
+``(seed, step, micro-batch index)``, so ``--resume`` from a checkpoint written at step ``k`` reproduces the
+uninterrupted run bit for bit on the same machine, device and world size. With another world size the run
+keeps its effective batch (the accumulation is chosen to match) and continues with the same windows and
+noise; the loss then agrees to float rounding (the gradients are summed in another order). On CPU,
+MKL's multi-threaded GEMM is not bitwise reproducible from run to run (two uninterrupted runs differ by
+~1e-7 in the loss, ~1e-5 in the weights after a few AdamW steps), so bitwise equality needs
+``MKL_NUM_THREADS=1`` (or ``torch.set_num_threads(1)``; ``torchrun`` sets one thread per rank).
+``--stop-at K`` ends a run after step ``K`` as an interruption would (Ctrl-C also saves the state before
+exiting, except under FSDP, whose state is sharded: there the last ``--save-every`` checkpoint counts).
 
 LoRA (``--lora-rank R``, ``--lora-targets llm,dit``): every ``nn.Linear`` of the targets is wrapped by
 :class:`~vla_policy.model.lora.LoRALinear` (base frozen, A/B trained; other parameters follow the ``tune_*``
@@ -54,7 +69,6 @@ from vla_policy.data.episode_dataset import (
     AugmentConfig,
     BatchBuilder,
     DatasetError,
-    Prefetcher,
     WindowDataset,
     compute_statistics,
     dataset_config_for,
@@ -71,6 +85,30 @@ from vla_policy.evaluation.offline_eval import (
 )
 from vla_policy.model.checkpoint import save_checkpoint
 from vla_policy.model.normalization import Normalizer
+from vla_policy.training.distributed import (
+    STRATEGIES,
+    DistContext,
+    DistributedError,
+    LossModule,
+    full_state_dict,
+    full_tensor,
+    gradient_sync,
+    init_distributed,
+    shard_like,
+    weights_digest,
+    wrap,
+)
+from vla_policy.training.precision import PRECISIONS, PrecisionError, autocast, resolve_precision
+from vla_policy.training.sampler import (
+    BatchPlan,
+    BatchPlanError,
+    HostBatchMaker,
+    MicroBatches,
+    micro_batch_loader,
+    resolve_accumulation,
+    timed_items,
+    to_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +117,15 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.jsonl"
 LORA_FILE = "lora.safetensors"
 LORA_TARGETS: tuple[str, ...] = ("llm", "dit")
-TRAIN_STATE_VERSION = 1
+TRAIN_STATE_VERSION = 2  # 2: batch plan (ranks, accumulation); 1 (single process) still resumes
+TUNE_FLAGS: tuple[str, ...] = ("tune_visual", "tune_llm", "tune_projector", "tune_diffusion_model")
+# GR00T N1.5's fine-tuning defaults (its gr00t_finetune script): the VLM frozen, projector and DiT trained
+GROOT_FINETUNE_FLAGS: dict[str, bool] = {
+    "tune_visual": False,
+    "tune_llm": False,
+    "tune_projector": True,
+    "tune_diffusion_model": True,
+}
 
 
 class TrainError(RuntimeError):
@@ -89,7 +135,8 @@ class TrainError(RuntimeError):
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 8
+    batch_size: int = 8  # per rank and micro-batch
+    grad_accum: int = 0  # micro-batches per rank and step (0: 1, or what keeps a resumed run's batch)
     lr: float = 1e-4
     min_lr_ratio: float = 0.0
     weight_decay: float = 1e-5
@@ -105,13 +152,21 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     stride: int = 1
-    workers: int = 2  # threads decoding bags and building batches
-    prefetch: int = 4  # batches built ahead
+    workers: int = 2  # data-loading processes per rank (0 = in the training process)
+    prefetch: int = 4  # micro-batches built ahead per worker
     device: str = "cpu"
+    strategy: str = "ddp"  # with more than one rank: ddp or fsdp (FSDP2)
+    precision: str = "auto"  # auto (bf16 on GPUs that have it, else fp32), fp32, bf16
+    check_replicas: bool = False  # compare a digest of every rank's weights after each step
     progress: bool = True
     lora_rank: int = 0  # 0 = no LoRA
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
+    # None: the preset's flag (--preset), GR00T's fine-tuning default (--init-from), the run's (--resume)
+    tune_visual: bool | None = None
+    tune_llm: bool | None = None
+    tune_projector: bool | None = None
+    tune_diffusion_model: bool | None = None
 
     def check(self) -> None:
         problems = []
@@ -119,6 +174,8 @@ class TrainConfig:
             problems.append(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
             problems.append(f"batch size must be >= 1, got {self.batch_size}")
+        if self.grad_accum < 0:
+            problems.append(f"gradient accumulation must be >= 1 (0 = automatic), got {self.grad_accum}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:
@@ -129,6 +186,10 @@ class TrainConfig:
             problems.append(f"val fraction must be in [0, 1), got {self.val_fraction}")
         if self.stride < 1:
             problems.append(f"stride must be >= 1, got {self.stride}")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.lora_rank < 0:
             problems.append(f"LoRA rank must be >= 0 (0 = off), got {self.lora_rank}")
         if not (self.lora_alpha > 0 and math.isfinite(self.lora_alpha)):
@@ -140,6 +201,10 @@ class TrainConfig:
         if problems:
             raise TrainError("; ".join(problems))
 
+    def asked_tune_flags(self) -> dict[str, bool]:
+        """The ``tune_*`` flags given explicitly."""
+        return {f: v for f in TUNE_FLAGS if (v := getattr(self, f)) is not None}
+
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
     """Linear warm-up over ``warmup`` steps, then a cosine from 1 to ``min_ratio`` at ``total``."""
@@ -150,34 +215,48 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def step_seed(seed: int, step: int, stream: int = 0) -> int:
-    return int(np.random.SeedSequence([seed, 3, stream, step]).generate_state(1, np.uint64)[0] >> 1)
+def step_seed(seed: int, step: int, stream: int = 0, micro: int = 0) -> int:
+    """The torch seed of micro-batch ``micro`` of ``step`` (micro-batch 0: a single-process run's)."""
+    key = [seed, 3, stream, step] + ([micro] if micro else [])
+    return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
 
 
 # --- optimizer state without pickle ---------------------------------------------------------------------
-def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> dict[str, Any]:
-    """Tensors to ``optimizer.safetensors``; returns the JSON-able rest (param groups, scalar state)."""
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """AdamW's state as full (unsharded) host tensors ``"<param index>.<name>"`` and the JSON-able rest
+    (param groups, scalar state). Under FSDP every rank calls it (the shards are gathered in key order)."""
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
+    for pid in sorted(sd["state"]):
+        for k, v in sorted(sd["state"][pid].items()):
             if isinstance(v, torch.Tensor):
-                tensors[f"{pid}.{k}"] = v.detach().to("cpu").contiguous()
+                tensors[f"{pid}.{k}"] = full_tensor(v).detach().to("cpu").contiguous()
             else:
                 scalars.setdefault(str(pid), {})[k] = v
-    tmp = directory / (OPTIMIZER_FILE + ".tmp")
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp))
-    tmp.replace(directory / OPTIMIZER_FILE)
-    return {"param_groups": sd["param_groups"], "scalars": scalars}
+    tmp.replace(path)
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path, meta: dict[str, Any]) -> None:
+def load_optimizer(
+    optimizer: torch.optim.Optimizer,
+    directory: Path,
+    meta: dict[str, Any],
+    params: Sequence[torch.Tensor],
+) -> None:
+    """Restore ``optimizer.safetensors``; each rank keeps the shard of its (FSDP) parameters."""
     tensors = load_file(str(directory / OPTIMIZER_FILE))
     state: dict[int, dict[str, Any]] = {}
     for key, t in tensors.items():
         pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = t
+        if int(pid) >= len(params):
+            raise TrainError(f"--resume: {OPTIMIZER_FILE} has state for more parameters than train now")
+        state.setdefault(int(pid), {})[name] = shard_like(t, params[int(pid)])
     for pid, st in meta.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(st)
     groups = meta["param_groups"]
@@ -234,6 +313,7 @@ class TrainResult:
     last_loss: float | None
     val_loss: float | None
     summary: dict[str, Any]
+    is_main: bool = True  # rank 0 (the one that wrote the files and reports)
 
 
 def _read_config(params: str | Path | None) -> EvalConfig:
@@ -243,7 +323,9 @@ def _read_config(params: str | Path | None) -> EvalConfig:
     return cfg
 
 
-def _build_policy(preset: str | None, checkpoint: str | Path | None, device: str, seed: int) -> Any:
+def _build_policy(
+    preset: str | None, checkpoint: str | Path | None, device: str | torch.device, seed: int
+) -> Any:
     from vla_policy.model.checkpoint import CheckpointError
     from vla_policy.model.policy import VLAPolicy
     from vla_policy.model.presets import get_preset
@@ -257,6 +339,41 @@ def _build_policy(preset: str | None, checkpoint: str | Path | None, device: str
         return VLAPolicy(get_preset(preset or "tiny"), device=device, seed=seed)
     except (CheckpointError, ConfigError, ValueError, KeyError, OSError) as exc:
         raise TrainError(f"cannot build the model: {one_line(exc)}") from exc
+
+
+def apply_tune_flags(policy: Any, cfg: TrainConfig, fine_tune: bool, resumed: bool) -> dict[str, bool]:
+    """Set the ``tune_*`` flags on the policy's config and its parameters; returns the flags used.
+
+    A resumed run keeps its own flags (asking for others is an error); a new run takes the explicit
+    flags over GR00T's fine-tuning defaults (``fine_tune``) or over the preset's."""
+    from vla_policy.strict_config import replace
+
+    c = policy.config
+    current = {
+        "tune_visual": c.backbone.tune_visual,
+        "tune_llm": c.backbone.tune_llm,
+        "tune_projector": c.action_head.tune_projector,
+        "tune_diffusion_model": c.action_head.tune_diffusion_model,
+    }
+    asked = cfg.asked_tune_flags()
+    if resumed:
+        differ = {f: v for f, v in asked.items() if current[f] != v}
+        if differ:
+            raise TrainError(f"--resume: the run trains with {current}, not {differ}")
+        flags = current
+    else:
+        flags = {**(GROOT_FINETUNE_FLAGS if fine_tune else current), **asked}
+    policy.config = replace(
+        c,
+        backbone=replace(c.backbone, tune_visual=flags["tune_visual"], tune_llm=flags["tune_llm"]),
+        action_head=replace(
+            c.action_head,
+            tune_projector=flags["tune_projector"],
+            tune_diffusion_model=flags["tune_diffusion_model"],
+        ),
+    )
+    policy.apply_trainable_flags()
+    return flags
 
 
 # --- LoRA -----------------------------------------------------------------------------------------------
@@ -295,43 +412,79 @@ def apply_lora(policy: Any, cfg: TrainConfig, saved: dict[str, torch.Tensor] | N
     return n
 
 
-def _save_lora(policy: Any, cfg: TrainConfig, out: Path) -> None:
+def _lora_tensors(policy: Any, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The unmerged base weights of the targets and the adapters, full (every rank calls it)."""
     from vla_policy.model.lora import LoRALinear
 
     tensors: dict[str, torch.Tensor] = {}
     for path in _lora_target_names(policy, cfg):
         for name, t in policy.model.get_submodule(path).state_dict().items():
             if not name.endswith(("lora_a", "lora_b")):
-                tensors[f"base.{path}.{name.replace('base.', '')}"] = t.detach().contiguous()
+                tensors[f"base.{path}.{name.replace('base.', '')}"] = full_tensor(t).detach().contiguous()
     for name, m in policy.model.named_modules():
         if isinstance(m, LoRALinear):
-            tensors[f"adapter.{name}.lora_a"] = m.lora_a.detach().contiguous()
-            tensors[f"adapter.{name}.lora_b"] = m.lora_b.detach().contiguous()
-    tmp = out / (LORA_FILE + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(out / LORA_FILE)
+            tensors[f"adapter.{name}.lora_a"] = full_tensor(m.lora_a).detach().contiguous()
+            tensors[f"adapter.{name}.lora_b"] = full_tensor(m.lora_b).detach().contiguous()
+    return tensors
 
 
-def _validate(policy: Any, builder: BatchBuilder | None, cfg: TrainConfig) -> float | None:
-    """Mean flow-matching loss over fixed held-out batches with fixed noise (no augmentation)."""
+def _model_state(policy: Any, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights (LoRA merged), full (every rank calls it)."""
+    if cfg.lora_rank:
+        from vla_policy.model.lora import merged_state_dict
+
+        return full_state_dict(merged_state_dict(policy.model))
+    return full_state_dict(policy.model.state_dict())
+
+
+# --- one step, validation -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Engine:
+    """What trains: the wrapped loss (plain, DDP or FSDP2) with its place in the job and precision."""
+
+    module: torch.nn.Module
+    ctx: DistContext
+    precision: str
+    strategy: str
+
+    @property
+    def sharded(self) -> bool:
+        """Parameters and optimizer state are sharded: saving gathers them on every rank."""
+        return self.ctx.distributed and self.strategy == "fsdp"
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        with autocast(self.precision, self.ctx.device):
+            return self.module(batch)
+
+
+def _validate(engine: Engine, builder: BatchBuilder | None, cfg: TrainConfig) -> float | None:
+    """Mean flow-matching loss over fixed held-out batches with fixed noise (no augmentation). The
+    batches are spread over the ranks; every rank runs as many forwards (FSDP's collectives need it)."""
     if builder is None:
         return None
+    ctx = engine.ctx
     n = len(builder.dataset)
     bs = cfg.batch_size
     # evenly spread windows, the same at every validation
     idx = np.linspace(0, n - 1, num=min(n, bs * cfg.val_batches)).round().astype(np.int64)
-    losses = []
-    policy.model.eval()
+    starts = list(range(0, len(idx), bs))
+    total = 0.0
+    engine.module.eval()
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        for b in range(0, len(idx), bs):
+        for r in range(math.ceil(len(starts) / ctx.world_size)):
+            k = r * ctx.world_size + ctx.rank
+            b = starts[k] if k < len(starts) else starts[0]  # a rank without a batch repeats one, unweighted
             torch.manual_seed(step_seed(cfg.seed, b, stream=1))
             batch = builder.build_indices(idx[b : b + bs], [cfg.seed, 4, b], augment=False)
-            losses.append(float(policy.compute_loss(batch)) * len(idx[b : b + bs]))
-    policy.model.train()
-    return sum(losses) / len(idx)
+            loss = float(engine.loss(to_device(batch, ctx.device)))
+            if k < len(starts):
+                total += loss * len(idx[b : b + bs])
+    engine.module.train()
+    return ctx.all_sum([total])[0] / len(idx)
 
 
 def save_train_state(
+    engine: Engine,
     policy: Any,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
@@ -340,16 +493,19 @@ def save_train_state(
     cfg: TrainConfig,
     extra: dict[str, Any],
 ) -> None:
-    """The checkpoint (weights + statistics) and the training state, all safetensors / JSON."""
-    if cfg.lora_rank:
-        from vla_policy.model.lora import merged_state_dict
-
-        merged = merged_state_dict(policy.model)
-        save_checkpoint(out, policy.config, merged, policy.normalizer, random_init=False)
-        _save_lora(policy, cfg, out)
-    else:
-        policy.save(out, random_init=False)
-    opt_meta = save_optimizer(optimizer, out)
+    """The checkpoint (weights + statistics) and the training state, all safetensors / JSON, written by
+    rank 0. Sharded (FSDP) state is gathered first, by every rank."""
+    if not (engine.ctx.is_main or engine.sharded):
+        return
+    weights = _model_state(policy, cfg)
+    lora = _lora_tensors(policy, cfg) if cfg.lora_rank else None
+    opt_tensors, opt_meta = optimizer_tensors(optimizer)
+    if not engine.ctx.is_main:
+        return
+    save_checkpoint(out, policy.config, weights, policy.normalizer, random_init=False)
+    if lora is not None:
+        _write_safetensors(lora, out / LORA_FILE)
+    _write_safetensors(opt_tensors, out / OPTIMIZER_FILE)
     rng = {"torch_cpu": torch.get_rng_state().tolist()}
     state = {
         "format": "vla_policy.train_state",
@@ -366,6 +522,33 @@ def save_train_state(
     tmp.replace(out / STATE_FILE)
 
 
+def _read_state(out: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """``train_state.json`` of the run to resume, checked against ``cfg``."""
+    if not (out / STATE_FILE).is_file() or not (out / OPTIMIZER_FILE).is_file():
+        raise TrainError(f"--resume: {out} has no {STATE_FILE} / {OPTIMIZER_FILE} from an earlier run")
+    try:
+        state = json.loads((out / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainError(f"--resume: {out / STATE_FILE} is corrupt ({exc})") from exc
+    if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
+        raise TrainError(f"--resume: {STATE_FILE} version {state.get('version')} is newer than this trainer")
+    saved_lora = (
+        int(state["config"].get("lora_rank", 0)),
+        float(state["config"].get("lora_alpha", 16.0)),
+        tuple(state["config"].get("lora_targets", LORA_TARGETS)),
+    )
+    if saved_lora[0] != cfg.lora_rank or (
+        cfg.lora_rank and saved_lora != (cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets))
+    ):
+        raise TrainError(
+            f"--resume: the run used LoRA rank/alpha/targets {saved_lora}, not "
+            f"{(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets))}"
+        )
+    if int(state["config"]["steps"]) != cfg.steps:
+        logger.warning("--steps changed on resume: the schedule differs from the first run's")
+    return state
+
+
 def train(
     data: str | Path,
     out: str | Path,
@@ -377,41 +560,53 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
 ) -> TrainResult:
+    """Train on this process's place in the ``torchrun`` job (a single process without one)."""
+    cfg.check()
+    try:
+        ctx = init_distributed(cfg.device)
+    except DistributedError as exc:
+        raise TrainError(str(exc)) from exc
+    try:
+        return _train(ctx, Path(data), Path(out), cfg, preset, checkpoint, params, resume, stop_at)
+    finally:
+        ctx.close()
+
+
+def _train(
+    ctx: DistContext,
+    data: Path,
+    out: Path,
+    cfg: TrainConfig,
+    preset: str | None,
+    checkpoint: str | Path | None,
+    params: str | Path | None,
+    resume: bool,
+    stop_at: int | None,
+) -> TrainResult:
     from tqdm import tqdm
 
-    cfg.check()
-    out = Path(out)
     state: dict[str, Any] | None = None
     if resume:
-        if not (out / STATE_FILE).is_file() or not (out / OPTIMIZER_FILE).is_file():
-            raise TrainError(f"--resume: {out} has no {STATE_FILE} / {OPTIMIZER_FILE} from an earlier run")
-        try:
-            state = json.loads((out / STATE_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TrainError(f"--resume: {out / STATE_FILE} is corrupt ({exc})") from exc
+        state = _read_state(out, cfg)
         checkpoint, preset = out, None
-        saved_lora = (
-            int(state["config"].get("lora_rank", 0)),
-            float(state["config"].get("lora_alpha", 16.0)),
-            tuple(state["config"].get("lora_targets", LORA_TARGETS)),
-        )
-        if saved_lora[0] != cfg.lora_rank or (
-            cfg.lora_rank and saved_lora != (cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets))
-        ):
-            raise TrainError(
-                f"--resume: the run used LoRA rank/alpha/targets {saved_lora}, not "
-                f"{(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets))}"
-            )
-        if int(state["config"]["steps"]) != cfg.steps:
-            logger.warning("--steps changed on resume: the schedule differs from the first run's")
     elif (out / STATE_FILE).is_file():
         raise TrainError(
             f"{out} already holds a training run; pass --resume to continue it or pick a new --out"
         )
     if preset is None and checkpoint is None:
-        raise TrainError("give --preset or --checkpoint")
+        raise TrainError("give --preset or --init-from")
+    try:
+        precision = resolve_precision(cfg.precision, ctx.device)
+    except PrecisionError as exc:
+        raise TrainError(str(exc)) from exc
     torch.manual_seed(cfg.seed)
-    policy = _build_policy(preset, checkpoint, cfg.device, cfg.seed)
+    policy = _build_policy(preset, checkpoint, ctx.device, cfg.seed)
+    flags = apply_tune_flags(policy, cfg, fine_tune=preset is None, resumed=state is not None)
+    layer_kv = getattr(policy.expert, "uses_layer_kv", False)
+    if cfg.strategy == "fsdp" and ctx.distributed and (layer_kv or policy.config.backbone.cogvla is not None):
+        raise TrainError(
+            f"--strategy fsdp supports the GR00T backbone and DiT expert; use ddp for {policy.config.name}"
+        )
     read_cfg = _read_config(params)
 
     # ---- data -------------------------------------------------------------------------------------
@@ -432,15 +627,26 @@ def train(
         policy.normalizer = Normalizer(stats, policy.config.normalization)
     train_ds, val_ds = WindowDataset(train_eps), WindowDataset(val_eps)
     augment = AugmentConfig(enabled=cfg.augment)
-    builder = BatchBuilder(policy, train_ds, cfg.batch_size, cfg.seed, augment)
-    val_builder = BatchBuilder(policy, val_ds, cfg.batch_size, cfg.seed, augment) if len(val_ds) else None
-    logger.info(
-        "data: %d train / %d val windows from %d bags in %.1f s",
-        len(train_ds),
-        len(val_ds),
-        len(bags),
-        load_s,
-    )
+    saved_effective = None
+    if state is not None:  # version 1 runs were single-process without accumulation
+        saved_effective = int(state.get("batch", {}).get("effective", state["config"]["batch_size"]))
+    try:
+        accum = resolve_accumulation(cfg.batch_size, ctx.world_size, cfg.grad_accum, saved_effective)
+        plan = BatchPlan(cfg.batch_size, ctx.world_size, accum)
+    except BatchPlanError as exc:
+        raise TrainError(str(exc)) from exc
+    val_builder = None
+    if len(val_ds):
+        val_builder = BatchBuilder(HostBatchMaker(policy), val_ds, cfg.batch_size, cfg.seed, augment)
+    if ctx.is_main:
+        logger.info(
+            "data: %d train / %d val windows from %d bags in %.1f s; %s",
+            len(train_ds),
+            len(val_ds),
+            len(bags),
+            load_s,
+            plan.describe(),
+        )
 
     # ---- optimisation -----------------------------------------------------------------------------
     if cfg.lora_rank:
@@ -449,160 +655,218 @@ def train(
             raise TrainError(f"--resume: {out} has no {LORA_FILE} from the LoRA run")
         n_lora = apply_lora(policy, cfg, saved)
         logger.info("LoRA rank %d on %s: %d adapter parameters", cfg.lora_rank, cfg.lora_targets, n_lora)
-    params_list = list(policy.trainable_parameters())
-    logger.info("trainable parameters: %d", sum(p.numel() for p in params_list))
-    if not params_list:
+    trainable = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+    if not trainable:
         raise TrainError("no trainable parameters: every tune_* flag is off")
+    start = int(state["step"]) if state is not None else 0
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    micro = MicroBatches(policy, train_ds, plan, ctx.rank, cfg.seed, augment, start, end)
+    probe = None
+    if ctx.distributed and cfg.strategy == "ddp" and len(micro):
+        probe = to_device(micro[0][2], ctx.device)
+    loss_module = LossModule(policy)
+    policy.model.train()
+    with autocast(precision, ctx.device):
+        module = wrap(loss_module, ctx, cfg.strategy, probe)
+    engine = Engine(module, ctx, precision, cfg.strategy)
+    params_list = [p for p in policy.model.parameters() if p.requires_grad]  # FSDP's sharded ones
+    n_trainable = sum(full_tensor(p).numel() if engine.sharded else p.numel() for p in params_list)
+    logger.info("trainable parameters: %d (%s)", n_trainable, flags)
     optimizer = torch.optim.AdamW(
         params_list, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=False
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
     )
-    start = 0
     if state is not None:
-        load_optimizer(optimizer, out, state["optimizer"])
+        if state.get("trainable", trainable) != trainable:
+            raise TrainError("--resume: the trainable parameters differ from the run's (tune flags or LoRA)")
+        load_optimizer(optimizer, out, state["optimizer"], params_list)
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(torch.tensor(state["rng"]["torch_cpu"], dtype=torch.uint8))
-        start = int(state["step"])
-    out.mkdir(parents=True, exist_ok=True)
-    if checkpoint is not None and not resume and (Path(checkpoint) / "tokenizer.json").is_file():
-        shutil.copyfile(Path(checkpoint) / "tokenizer.json", out / "tokenizer.json")
-    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if checkpoint is not None and not resume and (Path(checkpoint) / "tokenizer.json").is_file():
+            shutil.copyfile(Path(checkpoint) / "tokenizer.json", out / "tokenizer.json")
     val_every = cfg.val_every or max(1, cfg.steps // 10)
-    metrics = MetricsLog(out, start if state is not None else None)
+    metrics = MetricsLog(out, start if state is not None else None) if ctx.is_main else None
+    batch_info = {
+        "per_rank": plan.batch_size,
+        "world_size": plan.world_size,
+        "grad_accum": plan.grad_accum,
+        "effective": plan.effective,
+    }
     extra = {
         "split": split,
         "data": {**describe_episodes(episodes), "train_windows": len(train_ds), "val_windows": len(val_ds)},
         "model_source": str(checkpoint) if checkpoint is not None else f"preset:{preset}",
+        "batch": batch_info,
+        "strategy": cfg.strategy if ctx.distributed else "single",
+        "precision": precision,
+        "tune_flags": flags,
+        "trainable": trainable,
     }
     if state is not None:
         extra["model_source"] = state.get("model_source", extra["model_source"])
 
-    policy.model.train()
     first_loss = last_loss = val_loss = None
-    prefetch = Prefetcher(builder.build, start, end, cfg.workers, cfg.prefetch)
+    loader = micro_batch_loader(micro, cfg.workers, cfg.prefetch, pin_memory=ctx.device.type == "cuda")
+    items = timed_items(loader)
     bar = tqdm(
         total=cfg.steps,
         initial=start,
-        desc="train",
+        desc=f"train (batch {plan.effective})",
         unit="step",
         file=sys.stderr,
-        disable=not cfg.progress,
+        disable=not (cfg.progress and ctx.is_main),
         dynamic_ncols=True,
     )
     step = start
     t_train = time.perf_counter()
-    compute_s = 0.0
+    compute_s = wait_s = 0.0
+    built: list[float] = []
     window_t, window_n = time.perf_counter(), 0
     interrupted = False
     try:
         while step < end:
-            batch = prefetch.get()
-            tc = time.perf_counter()
-            torch.manual_seed(step_seed(cfg.seed, step))
-            loss = policy.compute_loss(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            micro_losses = []
+            for m in range(plan.grad_accum):
+                item_step, j, batch, build_s, waited = next(items)
+                assert item_step == step, (item_step, step)  # the loader yields in order
+                built.append(build_s)
+                wait_s += waited
+                tc = time.perf_counter()
+                batch = to_device(batch, ctx.device)
+                torch.manual_seed(step_seed(cfg.seed, step, micro=j))
+                with gradient_sync(engine.module, m == plan.grad_accum - 1):
+                    loss = engine.loss(batch)
+                    (loss / plan.grad_accum).backward()  # x / 1 is exact: one micro-batch is unchanged
+                micro_losses.append(loss.detach())
+                compute_s += time.perf_counter() - tc
+            tc = time.perf_counter()
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 params_list, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
             )
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
+            local = float(torch.stack(micro_losses).double().sum())
+            value = ctx.all_sum([local])[0] / plan.micro_batches  # every rank: the step's mean loss
             compute_s += time.perf_counter() - tc
             step += 1
-            value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainError(f"the loss became {value} at step {step}; lower --lr or check the data")
             first_loss = value if first_loss is None else first_loss
             last_loss = value
-            window_n += cfg.batch_size
+            window_n += plan.effective
             now = time.perf_counter()
             sps = window_n / max(now - window_t, 1e-9)
-            if step % cfg.log_every == 0 or step == end:
-                metrics.write(
-                    {
-                        "step": step,
-                        "loss": value,
-                        "lr": lr,
-                        "grad_norm": float(grad_norm),
-                        "samples_per_s": sps,
-                    }
-                )
+            row: dict[str, Any] = {
+                "step": step,
+                "loss": value,
+                "lr": lr,
+                "grad_norm": float(full_tensor(grad_norm)),
+                "samples_per_s": sps,
+                "samples_per_s_per_rank": sps / ctx.world_size,
+            }
+            digests = None
+            if cfg.check_replicas:
+                digests = ctx.all_gather_bytes(weights_digest(full_state_dict(policy.model.state_dict())))
+                row["replica_digests"] = [d.hex()[:16] for d in digests]
+            if metrics is not None and (step % cfg.log_every == 0 or step == end or digests is not None):
+                metrics.write(row)
+            if digests is not None and len(set(digests)) > 1:
+                raise TrainError(f"the ranks' weights differ after step {step}: {row['replica_digests']}")
             if now - window_t > 5.0:
                 window_t, window_n = now, 0
             bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{sps:.1f}", refresh=False)
             bar.update(1)
             if step % val_every == 0 or step == cfg.steps:
-                val_loss = _validate(policy, val_builder, cfg)
-                if val_loss is not None:
+                val_loss = _validate(engine, val_builder, cfg)
+                if val_loss is not None and metrics is not None:
                     metrics.write({"step": step, "val_loss": val_loss})
             if cfg.save_every and step % cfg.save_every == 0 and step < end:
-                save_train_state(policy, optimizer, scheduler, out, step, cfg, extra)
+                save_train_state(engine, policy, optimizer, scheduler, out, step, cfg, extra)
     except KeyboardInterrupt:
         interrupted = True
         logger.warning("interrupted at step %d: saving the training state", step)
     finally:
         bar.close()
-        prefetch.close()
+        del items, loader  # stops the worker processes
     train_s = time.perf_counter() - t_train
     done = step - start
-    built = prefetch.build_seconds
+    n_built = len(built) * plan.batch_size
     summary = {
         "step": step,
         "steps": cfg.steps,
         "first_loss": first_loss,
         "last_loss": last_loss,
         "val_loss": val_loss,
+        "batch_size_per_rank": plan.batch_size,
+        "world_size": plan.world_size,
+        "grad_accum": plan.grad_accum,
+        "effective_batch_size": plan.effective,
+        "strategy": extra["strategy"],
+        "precision": precision,
+        "tune_flags": flags,
+        "trainable_parameters": n_trainable,
         "data_load_s": round(load_s, 3),
         "train_s": round(train_s, 3),
-        "train_samples_per_s": round(done * cfg.batch_size / train_s, 2) if done else None,
-        "compute_samples_per_s": round(done * cfg.batch_size / compute_s, 2) if compute_s else None,
-        # one build thread's rate x threads: what the loaders can supply when not starved of CPU
-        "loading_samples_per_s_per_thread": (
-            round(len(built) * cfg.batch_size / sum(built), 2) if built and sum(built) else None
+        "train_samples_per_s": round(done * plan.effective / train_s, 2) if done else None,
+        "train_samples_per_s_per_rank": (
+            round(done * plan.effective / plan.world_size / train_s, 2) if done else None
         ),
-        "loading_threads": cfg.workers,
-        "data_wait_fraction": round(prefetch.wait_seconds / train_s, 4) if train_s else None,
+        "compute_samples_per_s_per_rank": round(n_built / compute_s, 2) if compute_s else None,
+        # one loading worker's rate (this rank's): what each worker supplies when not starved of CPU
+        "loading_samples_per_s_per_worker": round(n_built / sum(built), 2) if built and sum(built) else None,
+        "loading_workers": cfg.workers,
+        "data_wait_fraction": round(wait_s / train_s, 4) if train_s else None,
         "interrupted": interrupted,
         **extra["data"],
     }
     extra["last_run"] = summary
-    save_train_state(policy, optimizer, scheduler, out, step, cfg, extra)
-    metrics.close()
+    if interrupted and engine.sharded:
+        logger.warning("FSDP state is sharded over the ranks: resume from the last --save-every checkpoint")
+    else:
+        save_train_state(engine, policy, optimizer, scheduler, out, step, cfg, extra)
+    if metrics is not None:
+        metrics.close()
     if interrupted:
         raise KeyboardInterrupt
-    return TrainResult(out, step, first_loss, last_loss, val_loss, summary)
+    ctx.barrier()  # the files are written before any rank returns
+    return TrainResult(out, step, first_loss, last_loss, val_loss, summary, ctx.is_main)
 
 
 def bench_loading(
     data: str | Path, preset: str, batches: int, cfg: TrainConfig, params: str | Path | None = None
 ) -> dict[str, Any]:
-    """Samples per second of data loading alone (bag decoding, then batch building in threads)."""
+    """Samples per second of data loading alone (bag decoding, then micro-batches from the workers)."""
     policy = _build_policy(preset, None, cfg.device, cfg.seed)
     t0 = time.perf_counter()
     episodes = load_episodes(
         find_bags(data),
         dataset_config_for(policy.config, _read_config(params), stride=cfg.stride),
-        cfg.workers,
+        max(1, cfg.workers),
     )
     decode_s = time.perf_counter() - t0
     policy.normalizer = Normalizer(compute_statistics(episodes), policy.config.normalization)
     ds = WindowDataset(episodes)
-    builder = BatchBuilder(policy, ds, cfg.batch_size, cfg.seed, AugmentConfig(enabled=cfg.augment))
-    pre = Prefetcher(builder.build, 0, batches, cfg.workers, cfg.prefetch)
+    micro = MicroBatches(
+        policy, ds, BatchPlan(cfg.batch_size), 0, cfg.seed, AugmentConfig(enabled=cfg.augment), 0, batches
+    )
+    loader = micro_batch_loader(micro, cfg.workers, cfg.prefetch, pin_memory=False)
     t1 = time.perf_counter()
-    for _ in range(batches):
-        pre.get()
+    built = [build_s for _step, _j, _batch, build_s, _wait in timed_items(loader)]
     wall = time.perf_counter() - t1
-    pre.close()
     return {
         "windows": len(ds),
         "decode_s": round(decode_s, 3),
         "decode_windows_per_s": round(len(ds) / decode_s, 1),
         "batches": batches,
+        "workers": cfg.workers,
         "loading_samples_per_s": round(batches * cfg.batch_size / wall, 1),
+        "loading_samples_per_s_per_worker": round(batches * cfg.batch_size / sum(built), 1),
     }
 
 
@@ -611,17 +875,33 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     d = TrainConfig()
     p = subparsers.add_parser(
         "train",
-        help="fine-tune on episode bags (flow matching, AdamW, warm-up + cosine)",
+        help="fine-tune on episode bags (flow matching, AdamW, warm-up + cosine; torchrun for many GPUs)",
         description="Train a policy on a directory of episode bags and write a checkpoint directory "
-        "(safetensors) with train_state.json, optimizer.safetensors and metrics.jsonl into --out.",
+        "(safetensors) with train_state.json, optimizer.safetensors and metrics.jsonl into --out. "
+        "Under `torchrun --nproc-per-node N -m vla_policy.cli train ...` it trains data-parallel "
+        "(DDP, or FSDP2 with --strategy fsdp); rank 0 writes the files.",
     )
     p.add_argument("--data", required=True, help="directory of episode bags (rosbag2, MCAP or sqlite3)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", help="start from a randomly initialised preset (e.g. tiny)")
-    src.add_argument("--checkpoint", help="start from a checkpoint directory (fine-tune)")
+    src.add_argument(
+        "--init-from",
+        "--checkpoint",
+        dest="checkpoint",
+        metavar="CHECKPOINT_DIR",
+        help="start from a checkpoint directory of this repository (e.g. one from `vla-policy import`)",
+    )
     p.add_argument("--out", required=True, help="output directory (a checkpoint plus training state)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"total optimiser steps (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"per rank and micro-batch ({d.batch_size})"
+    )
+    p.add_argument(
+        "--grad-accum",
+        type=int,
+        default=d.grad_accum,
+        help="micro-batches accumulated per step (default 1; on --resume, what keeps the run's batch)",
+    )
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay:g}")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"default {d.warmup_steps}")
@@ -631,13 +911,31 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0 = end only)")
     p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics rows")
     p.add_argument("--no-augment", action="store_true", help="no colour jitter / random crop")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out (any world size)")
     p.add_argument("--stop-at", type=int, default=None, help="end this run after step N (resume later)")
     p.add_argument("--params", default=None, help="node parameter YAML: joints, cameras, controllers")
     p.add_argument("--seed", type=int, default=d.seed, help="init, split, batch and noise seed")
     p.add_argument("--stride", type=int, default=d.stride, help="ticks between training windows")
-    p.add_argument("--workers", type=int, default=d.workers, help="loading threads (0 = none)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--workers", type=int, default=d.workers, help="data-loading processes per rank (0 = in the trainer)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK per rank)")
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help="with several ranks (ddp)")
+    p.add_argument(
+        "--precision", default=d.precision, choices=PRECISIONS, help="auto: bf16 autocast on GPUs, else fp32"
+    )
+    p.add_argument(
+        "--check-replicas", action="store_true", help="check after each step that every rank's weights agree"
+    )
+    for flag in TUNE_FLAGS:
+        p.add_argument(
+            f"--{flag.replace('_', '-')}",
+            dest=flag,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"train {flag[5:].replace('_', ' ')} (default: GR00T's fine-tuning "
+            f"{'on' if GROOT_FINETUNE_FLAGS[flag] else 'off'} with --init-from, the preset's with --preset)",
+        )
     p.add_argument("--bench-loading", type=int, default=0, metavar="N", help="only time N batches of loading")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -654,6 +952,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps,
@@ -667,10 +966,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         stride=args.stride,
         workers=max(0, args.workers),
         device=args.device,
+        strategy=args.strategy,
+        precision=args.precision,
+        check_replicas=args.check_replicas,
         progress=not args.no_progress,
         lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha,
         lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+        **{f: getattr(args, f) for f in TUNE_FLAGS},
     )
     try:
         if args.bench_loading:
@@ -679,7 +982,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             sys.stdout.write(json.dumps(res, indent=1) + "\n")
             return 0
         if not args.resume and not (args.preset or args.checkpoint):
-            raise TrainError("give --preset P or --checkpoint DIR (or --resume)")
+            raise TrainError("give --preset P or --init-from CHECKPOINT_DIR (or --resume)")
         result = train(
             args.data,
             args.out,
@@ -696,15 +999,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"vla-policy train: interrupted; continue with --resume --out {args.out}\n")
         return 130
+    if not result.is_main:
+        return 0
     s = result.summary
     if args.json:
         sys.stdout.write(json.dumps(s, indent=1) + "\n")
     else:
-        load = s["loading_samples_per_s_per_thread"]
+        load = s["loading_samples_per_s_per_worker"]
         sys.stdout.write(
             f"step {s['step']}/{s['steps']}: loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}, "
-            f"val_loss {s['val_loss']}, {s['train_samples_per_s']} samples/s training "
-            f"(loading {load} samples/s per thread x {s['loading_threads']}, "
+            f"val_loss {s['val_loss']}; effective batch {s['effective_batch_size']} = "
+            f"{s['batch_size_per_rank']} per rank x {s['world_size']} ranks x {s['grad_accum']} accumulated; "
+            f"{s['train_samples_per_s']} samples/s ({s['train_samples_per_s_per_rank']} per rank; "
+            f"loading {load} samples/s per worker x {s['loading_workers']}, "
             f"waited on data {100 * (s['data_wait_fraction'] or 0):.1f}%); checkpoint: {result.out}\n"
         )
     return 0
