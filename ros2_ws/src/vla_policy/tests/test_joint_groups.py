@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vla_policy.runtime.joint_groups import JointGroups, JointMappingError
+from vla_policy.runtime.joint_groups import ActionLayout, JointGroups, JointMappingError
 from vla_policy.strict_config import ConfigError, from_dict
 
 
@@ -30,12 +30,12 @@ def test_duplicate_names_are_rejected() -> None:
 
 
 def test_too_many_arm_joints_are_rejected() -> None:
-    with pytest.raises(ConfigError, match="at most 7"):
+    with pytest.raises(ConfigError, match="the model has 7 actions for it"):
         JointGroups(left_arm=tuple(f"j{i}" for i in range(8)))
 
 
 def test_too_many_claw_joints_are_rejected() -> None:
-    with pytest.raises(ConfigError, match="at most 2"):
+    with pytest.raises(ConfigError, match="the model has 2 actions for it"):
         JointGroups(left_arm=("a",), claw=("c1", "c2", "c3"))
 
 
@@ -117,3 +117,34 @@ def test_select_and_expand_are_inverse_on_listed_dims() -> None:
     idx = g.action_indices()
     np.testing.assert_array_equal(back[:, idx], actions[:, idx])
     assert np.all(back[:, [6, 13]] == 0.0)
+
+
+def test_a_reference_layout_maps_groups_to_non_contiguous_action_indices() -> None:
+    """A 32-dim action whose grippers sit after each arm (as a GR00T modality map may order them)."""
+    layout = ActionLayout(
+        left_arm=tuple(range(0, 6)), right_arm=tuple(range(7, 13)), claw=(6, 13), action_dim=32
+    )
+    g = JointGroups(
+        left_arm=tuple(f"l{i}" for i in range(6)),
+        right_arm=tuple(f"r{i}" for i in range(6)),
+        claw=("lg", "rg"),
+        layout=layout,
+    )
+    actions = np.arange(32, dtype=np.float32)[None]
+    parts = g.split_actions(actions)
+    assert parts["claw"][0].tolist() == [6.0, 13.0]
+    assert parts["right_arm"][0].tolist() == [7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+    back = g.expand_to_actions(g.select_actions(actions), fill=-1.0)
+    assert back.shape == (1, 32) and back[0, 13] == 13.0 and back[0, 31] == -1.0
+
+
+def test_a_layout_that_uses_an_index_twice_is_refused() -> None:
+    with pytest.raises(ConfigError, match="used twice"):
+        ActionLayout(left_arm=(0, 1), right_arm=(1, 2), claw=(3,), action_dim=4)
+
+
+def test_joints_that_do_not_fit_the_models_layout_are_refused() -> None:
+    g = _groups()
+    small = ActionLayout.from_spans({"left_arm": (0, 2), "right_arm": (2, 2), "claw": (4, 1)}, 5)
+    with pytest.raises(ConfigError, match="left_arm"):
+        g.with_layout(small)

@@ -5,142 +5,175 @@ import pytest
 from vla_policy.runtime.safety_filter import SafetyFilter, SafetyFilterConfig
 from vla_policy.strict_config import ConfigError, from_dict
 
+PERIOD = 0.02
 
-def _filter(n: int = 3, step: float = 0.1) -> SafetyFilter:
-    data = {"position_lower": [-1.0], "position_upper": [1.0], "max_step": [step]}
-    cfg = from_dict(SafetyFilterConfig, data)
-    return SafetyFilter(cfg, n)
+
+def _filter(
+    n: int = 3, vmax: float = 5.0, amax: float = 0.0, mode: str = "forward", period: float = PERIOD
+) -> SafetyFilter:
+    data = {
+        "position_lower": [-1.0],
+        "position_upper": [1.0],
+        "max_velocity": [vmax],
+        "max_acceleration": [amax],
+    }
+    return SafetyFilter(from_dict(SafetyFilterConfig, data), n, period, mode)
 
 
 def test_first_command_ramps_from_measured() -> None:
     f = _filter()
-    r = f.filter([0.9, 0.9, 0.9], measured=[0.0, 0.0, 0.0])
-    np.testing.assert_allclose(r.command, [0.1, 0.1, 0.1])
+    r = f.command([0.9, 0.9, 0.9], now=0.0, measured=np.zeros(3))
+    np.testing.assert_allclose(r.command, [0.1, 0.1, 0.1])  # 5 rad/s for one 20 ms period
     assert r.rate_limited
 
 
 def test_small_step_passes_unchanged() -> None:
     f = _filter()
-    f.activate([0.0, 0.0, 0.0])
-    r = f.filter([0.05, -0.05, 0.0])
+    f.command([0.0, 0.0, 0.0], now=0.0, measured=np.zeros(3))
+    r = f.command([0.05, -0.05, 0.0], now=PERIOD)
     np.testing.assert_allclose(r.command, [0.05, -0.05, 0.0])
     assert not r.clipped and not r.rate_limited
 
 
 def test_position_limits_are_enforced() -> None:
-    f = _filter(step=10.0)
-    f.activate([0.0, 0.0, 0.0])
-    r = f.filter([5.0, -5.0, 0.5])
+    f = _filter(vmax=1000.0)
+    f.command([0.0, 0.0, 0.0], now=0.0, measured=np.zeros(3))
+    r = f.command([5.0, -5.0, 0.5], now=PERIOD)
     np.testing.assert_allclose(r.command, [1.0, -1.0, 0.5])
     assert r.clipped
 
 
 def test_per_joint_limits() -> None:
-    cfg = SafetyFilterConfig(position_lower=(-1.0, 0.0), position_upper=(1.0, 0.2), max_step=(1.0, 1.0))
-    f = SafetyFilter(cfg, 2)
-    f.activate([0.0, 0.1])
-    np.testing.assert_allclose(f.filter([0.5, 0.5]).command, [0.5, 0.2])
+    cfg = SafetyFilterConfig(position_lower=(-1.0, 0.0), position_upper=(1.0, 0.2), max_velocity=(100.0,))
+    f = SafetyFilter(cfg, 2, PERIOD)
+    f.command([0.0, 0.1], now=0.0, measured=[0.0, 0.1])
+    np.testing.assert_allclose(f.command([0.5, 0.5], now=PERIOD).command, [0.5, 0.2])
 
 
-def test_nan_action_holds_last_command() -> None:
+@pytest.mark.parametrize("bad", [[np.nan, 0.0, 0.0], [np.inf, 0.0, 0.0], [0.0, 0.0]])
+def test_bad_action_repeats_the_last_command(bad: list[float]) -> None:
     f = _filter()
-    f.activate([0.2, 0.2, 0.2])
-    r = f.filter([np.nan, 0.0, 0.0])
-    assert r.held and "non-finite" in r.reason
+    f.command([0.2, 0.2, 0.2], now=0.0, measured=[0.2, 0.2, 0.2])
+    r = f.command(bad, now=PERIOD)
+    assert r.held and r.reason
     np.testing.assert_allclose(r.command, [0.2, 0.2, 0.2])
 
 
-def test_inf_action_holds_last_command() -> None:
+def test_no_command_without_a_measured_position() -> None:
+    assert _filter().command([0.0, 0.0, 0.0], now=0.0).command is None
+    assert _filter().command([0.0, 0.0, 0.0], now=0.0, measured=[np.nan, 0.0, 0.0]).command is None
+
+
+def test_velocity_bound_does_not_depend_on_the_tick_rate() -> None:
+    """The same 0.2 s of commands toward a far target at 50 Hz, 1 kHz and 1 MHz: the joint never moves
+    faster than max_velocity (the per-tick bound of old let 1 MHz sweep the whole range)."""
+    for rate in (50.0, 1000.0, 1e6):
+        f = _filter(n=1, vmax=2.0)
+        f.command([0.0], now=0.0, measured=[0.0])
+        n_ticks = int(0.2 * rate)
+        times = np.arange(1, n_ticks + 1) / rate
+        positions = [float(f.command([1.0], now=float(t)).command[0]) for t in times[:: max(1, n_ticks // 4000)]]
+        assert positions[-1] <= 2.0 * 0.2 + 1e-9, rate
+
+
+def test_a_late_tick_earns_no_larger_step() -> None:
+    f = _filter(n=1, vmax=2.0)
+    f.command([0.0], now=0.0, measured=[0.0])
+    r = f.command([1.0], now=0.5)  # 25 periods late
+    np.testing.assert_allclose(r.command, [2.0 * PERIOD])
+
+
+def test_acceleration_limit_ramps_velocity_and_stops_at_the_target() -> None:
+    f = _filter(n=1, vmax=2.0, amax=10.0)
+    f.command([0.0], now=0.0, measured=[0.0])
+    positions, t = [0.0], 0.0
+    for _ in range(200):
+        t += PERIOD
+        positions.append(float(f.command([0.5], now=t).command[0]))
+    v = np.diff(positions) / PERIOD
+    assert np.all(np.abs(np.diff(v)) <= 10.0 * PERIOD + 1e-9)
+    assert np.all(np.abs(v) <= 2.0 + 1e-9)
+    assert max(positions) <= 0.5 + 1e-9  # no overshoot
+    assert positions[-1] == pytest.approx(0.5)
+
+
+def test_trajectory_points_respect_velocity_from_the_measured_position() -> None:
+    f = _filter(n=2, vmax=1.0, mode="trajectory")
+    actions = np.array([[0.5, 0.0], [0.5, 0.0], [0.6, -0.5]])
+    times = np.array([0.1, 0.2, 0.3])
+    traj = f.trajectory(actions, times, now=0.0, measured=np.zeros(2))
+    assert traj is not None
+    steps = np.abs(np.diff(np.vstack([np.zeros(2), traj.positions]), axis=0))
+    assert np.all(steps <= 1.0 * 0.1 + 1e-9)
+    np.testing.assert_allclose(traj.positions[0], [0.1, 0.0])
+
+
+def test_trajectory_non_finite_point_repeats_the_previous() -> None:
+    f = _filter(n=1, mode="trajectory")
+    traj = f.trajectory(np.array([[0.05], [np.nan], [0.1]]), np.array([0.02, 0.04, 0.06]), 0.0, [0.0])
+    assert traj is not None
+    np.testing.assert_allclose(traj.positions[:, 0], [0.05, 0.05, 0.1])
+
+
+def test_trajectory_without_measurement_starts_at_the_commanded_setpoint() -> None:
+    f = _filter(n=1, vmax=1.0, mode="trajectory")
+    f.trajectory(np.array([[0.2], [0.4]]), np.array([0.2, 0.4]), now=0.0, measured=[0.0])
+    traj = f.trajectory(np.array([[1.0]]), np.array([0.1]), now=0.3, measured=None)
+    assert traj is not None  # setpoint at 0.3 s is 0.3: at most 0.1 further in 0.1 s
+    np.testing.assert_allclose(traj.positions[0], [0.4])
+
+
+def test_trajectory_hold_without_measurement_is_where_the_controller_is_now() -> None:
+    """The hold that jumped (issue 21): it must go to the trajectory's point at ``now``, not to the end of
+    the chunk or an internal value the robot was never sent."""
+    f = _filter(n=1, vmax=1.0, mode="trajectory")
+    f.trajectory(np.array([[0.1], [0.2], [0.3], [0.4]]), np.array([0.1, 0.2, 0.3, 0.4]), 0.0, [0.0])
+    hold = f.hold(now=0.15, measured=None)
+    assert hold is not None and hold.hold
+    np.testing.assert_allclose(hold.positions, [[0.15]])
+    assert hold.time_from_start[0] == pytest.approx(PERIOD)
+
+
+def test_trajectory_hold_with_measurement_is_the_measured_position() -> None:
+    f = _filter(n=1, mode="trajectory")
+    f.trajectory(np.array([[0.5]]), np.array([0.5]), 0.0, [0.0])
+    hold = f.hold(now=0.1, measured=[0.07])
+    np.testing.assert_allclose(hold.positions, [[0.07]])
+
+
+def test_forward_hold_repeats_the_last_command() -> None:
     f = _filter()
-    f.activate([0.0, 0.0, 0.0])
-    assert f.filter([np.inf, 0.0, 0.0]).held
+    f.command([0.1, 0.0, 0.0], now=0.0, measured=[0.1, 0.0, 0.0])
+    hold = f.hold(now=0.5, measured=[0.3, 0.3, 0.3])
+    np.testing.assert_allclose(hold.positions, [[0.1, 0.0, 0.0]])
 
 
-def test_wrong_action_size_holds() -> None:
-    f = _filter()
-    f.activate([0.0, 0.0, 0.0])
-    r = f.filter([0.0, 0.0])
-    assert r.held and "expected 3" in r.reason
+def test_hold_without_anything_known_is_none() -> None:
+    assert _filter(mode="trajectory").hold(now=0.0) is None
 
 
-def test_no_command_without_activation_or_measurement() -> None:
-    r = _filter().filter([0.0, 0.0, 0.0])
-    assert r.command is None and r.held
+def test_set_limits_takes_effect_at_the_next_command() -> None:
+    f = _filter(n=1, vmax=5.0)
+    f.command([0.0], now=0.0, measured=[0.0])
+    f.set_limits(SafetyFilterConfig(position_lower=(-1.0,), position_upper=(1.0,), max_velocity=(1.0,)))
+    np.testing.assert_allclose(f.command([1.0], now=PERIOD).command, [1.0 * PERIOD])
 
 
-def test_nan_measurement_does_not_activate() -> None:
-    r = _filter().filter([0.0, 0.0, 0.0], measured=[np.nan, 0.0, 0.0])
-    assert r.command is None
-
-
-def test_reset_ramps_again_from_new_measurement() -> None:
-    f = _filter()
-    f.activate([0.0, 0.0, 0.0])
-    f.filter([0.1, 0.1, 0.1])
-    f.reset()
-    r = f.filter([0.9, 0.9, 0.9], measured=[0.5, 0.5, 0.5])
-    np.testing.assert_allclose(r.command, [0.6, 0.6, 0.6])
-
-
-def test_hold_command_is_measured_position_clipped() -> None:
-    f = _filter()
-    np.testing.assert_allclose(f.hold_command([2.0, 0.3, -0.3]), [1.0, 0.3, -0.3])
-
-
-def test_hold_command_without_measurement_repeats_last() -> None:
-    f = _filter()
-    f.activate([0.4, 0.4, 0.4])
-    np.testing.assert_allclose(f.hold_command(None), [0.4, 0.4, 0.4])
-
-
-def test_hold_command_with_nothing_known_is_none() -> None:
-    assert _filter().hold_command([np.nan, 0.0, 0.0]) is None
-
-
-def test_commands_after_hold_ramp_from_hold() -> None:
-    f = _filter()
-    f.activate([0.0, 0.0, 0.0])
-    f.hold_command([0.5, 0.5, 0.5])
-    np.testing.assert_allclose(f.filter([-1.0, -1.0, -1.0]).command, [0.4, 0.4, 0.4])
-
-
-def test_filter_sequence_limits_steps_and_keeps_state() -> None:
-    f = _filter()
-    f.activate([0.0, 0.0, 0.0])
-    seq = f.filter_sequence(np.full((3, 3), 1.0))
-    np.testing.assert_allclose(seq[:, 0], [0.1, 0.2, 0.3])
-    np.testing.assert_allclose(f.last_command, [0.0, 0.0, 0.0])
-
-
-def test_filter_sequence_repeats_point_on_nan() -> None:
-    f = _filter()
-    f.activate([0.0, 0.0, 0.0])
-    seq = f.filter_sequence(np.array([[0.05] * 3, [np.nan] * 3, [0.1] * 3]))
-    np.testing.assert_allclose(seq[:, 0], [0.05, 0.05, 0.1])
-
-
-def test_within_limits_checks_position_and_step() -> None:
-    f = _filter()
-    assert f.within_limits(np.array([0.5, 0.5, 0.5]))
-    assert not f.within_limits(np.array([1.5, 0.5, 0.5]))
-    assert not f.within_limits(np.array([0.5, 0.5, 0.5]), previous=np.zeros(3))
-
-
-def test_config_length_mismatch_is_rejected() -> None:
-    cfg = SafetyFilterConfig(position_lower=(-1.0, -1.0), position_upper=(1.0,), max_step=(0.1,))
-    with pytest.raises(ConfigError, match="2 values for 3 joints"):
-        SafetyFilter(cfg, 3)
-
-
-def test_config_lower_above_upper_is_rejected() -> None:
+def test_config_refuses_contradictory_limits() -> None:
     with pytest.raises(ConfigError, match="position_lower >= position_upper"):
-        SafetyFilter(SafetyFilterConfig(position_lower=(1.0,), position_upper=(0.0,)), 2)
+        SafetyFilterConfig(position_lower=(1.0,), position_upper=(0.0,))
+    with pytest.raises(ConfigError, match="max_velocity"):
+        SafetyFilterConfig(max_velocity=(0.0,))
+    with pytest.raises(ConfigError, match="max_acceleration"):
+        SafetyFilterConfig(max_acceleration=(-1.0,))
 
 
-def test_config_non_positive_step_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="max_step"):
-        SafetyFilterConfig(max_step=(0.0,))
+def test_config_length_mismatch_is_refused() -> None:
+    cfg = SafetyFilterConfig(max_velocity=(1.0, 1.0))
+    with pytest.raises(ConfigError, match="2 values for 3 joints"):
+        SafetyFilter(cfg, 3, PERIOD)
 
 
-def test_config_scalar_is_accepted() -> None:
-    assert from_dict(SafetyFilterConfig, {"max_step": 0.2}).max_step == (0.2,)
+def test_unknown_key_suggests_the_nearest() -> None:
+    with pytest.raises(ConfigError, match="max_velocity"):
+        from_dict(SafetyFilterConfig, {"max_velocty": [1.0]})

@@ -2,14 +2,17 @@
 ``~/status``. Used by the node tests (through ``node_harness.Harness``), the reliability scenarios and the
 soak script (``scripts/soak.sh``).
 
-Invariants checked on every message (as the node's ``SafetyFilter`` defines them):
+Invariants checked on every message, in physical units (as the node's ``SafetyFilter`` defines them):
 - forward commands (``<group>_controller/commands``): the group's size, finite, within the position limits,
-  and at most ``max_step`` from the previous command of the group (per control tick) unless within
-  ``max_step`` of the measured position (a ramp from the measured position after (re)activation);
+  at most ``max_velocity * control_period`` from the previous command of the group unless within that of
+  the measured position (a ramp from the measured position after (re)activation); and over any stretch of
+  at least ``window`` seconds of arrival time, no faster than ``max_velocity`` (with ``slack`` seconds for
+  delivery jitter), so no control rate can loosen the bound;
 - trajectories (``<group>_controller/joint_trajectory``): the group's joint names, every point finite and
-  within the limits, ``time_from_start`` increasing, consecutive points at most
-  ``max_step * max(1, dt_points / control_period)`` apart, and the first point within that of the measured
-  position (with one extra point of slack for the robot moving while the message is in flight);
+  within the limits, ``time_from_start`` increasing, consecutive points at most ``max_velocity`` times
+  their time spacing apart, and the first point (a hold's only point) within ``max_velocity`` times its
+  time of the measured position, plus ``max_velocity * slack`` for the robot moving while the message is
+  in flight and the node's measurement age;
 - action chunks: the group's joint names and finite values (raw model output: limits are not applied);
 - no command while the node is inactive or holding (status not RUNNING), except the hold command itself:
   a forward command that repeats the previous one (or equals the measured position), or a one-point
@@ -38,8 +41,10 @@ class InvariantMonitor:
         *,
         lower: float,
         upper: float,
-        max_step: float,
+        max_velocity: float,
         control_period: float,
+        window: float = 0.5,
+        slack: float = 0.1,
         node_name: str = "vla_policy_node",
         measured: Callable[[str], Sequence[float] | None] | None = None,
         on_command: Callable[[str, list[float]], None] | None = None,
@@ -53,8 +58,9 @@ class InvariantMonitor:
         from vla_msgs.msg import ActionChunk, PolicyStatus
 
         self.group_joints = {g: tuple(j) for g, j in group_joints.items()}
-        self.lower, self.upper, self.max_step = lower, upper, max_step
+        self.lower, self.upper, self.max_velocity = lower, upper, max_velocity
         self.control_period = control_period
+        self.window, self.slack = window, slack
         self.measured = measured
         self.on_command = on_command
         self.on_trajectory = on_trajectory
@@ -156,9 +162,10 @@ class InvariantMonitor:
                 is_hold = (step_prev is not None and step_prev <= self.tol) or (
                     step_meas is not None and step_meas <= self.tol
                 )
-                limit = self.max_step + self.tol
+                limit = self.max_velocity * self.control_period + self.tol
                 if step_prev is not None and step_prev > limit and (step_meas is None or step_meas > limit):
-                    self._violation(f"{what}: step {step_prev:.4f} > max_step {self.max_step}")
+                    self._violation(f"{what}: step {step_prev:.4f} > {limit:.4f} in one control period")
+                self._check_speed(group, what, now, values)
             self._note_command(what, is_hold)
             self._last_cmd[group] = values
             hist = self.commands[group]
@@ -167,6 +174,21 @@ class InvariantMonitor:
                 del hist[: len(hist) // 2]
         if self.on_command is not None:
             self.on_command(group, values)
+
+    def _check_speed(self, group: str, what: str, now: float, values: list[float]) -> None:
+        """No faster than max_velocity over any stretch of at least ``window`` seconds of arrivals."""
+        hist = self.commands[group]
+        for t_old, old in reversed(hist):
+            span = now - t_old
+            if span < self.window:
+                continue
+            if span > 4 * self.window:
+                break
+            moved = self._dist(values, old) if len(old) == len(values) else 0.0
+            allow = self.max_velocity * (span + self.slack) + self.tol
+            if moved > allow:
+                self._violation(f"{what}: moved {moved:.4f} in {span:.3f} s (> {allow:.4f} at max velocity)")
+            break
 
     def _on_trajectory(self, group: str, msg: Any) -> None:
         with self.lock:
@@ -183,9 +205,9 @@ class InvariantMonitor:
                 pos = [float(v) for v in p.positions]
                 ok = self._values_ok(f"{what} point {i}", pos, len(self.group_joints[group]))
                 t = p.time_from_start.sec + p.time_from_start.nanosec * 1e-9
-                if i > 0 and t <= prev_t:
+                if (i > 0 and t <= prev_t) or (i == 0 and t <= 0):
                     self._violation(f"{what}: time_from_start not increasing at point {i}")
-                allow = self.max_step * max(1.0, (t - prev_t) / self.control_period) + self.tol
+                allow = self.max_velocity * (t - prev_t) + self.tol
                 if not ok:
                     prev_p = None
                 elif prev_p is not None and len(prev_p) == len(pos):
@@ -195,12 +217,12 @@ class InvariantMonitor:
                             f"{what}: step {step:.4f} > {allow:.4f} between points {i - 1} and {i}"
                         )
                 elif i == 0 and measured is not None and len(measured) == len(pos):
-                    # one more point of slack: the robot moves while the message is in flight
-                    slack = allow if len(msg.points) < 2 else allow + self._point_allow(msg)
+                    slack = allow + self.max_velocity * self.slack
                     step = self._dist(pos, measured)
                     if step > slack:
+                        kind = "hold" if len(msg.points) == 1 else "first point"
                         self._violation(
-                            f"{what}: first point {step:.4f} from the measured position (> {slack:.4f})"
+                            f"{what}: {kind} {step:.4f} from the measured position (> {slack:.4f})"
                         )
                 prev_t, prev_p = t, (pos if ok else None)
             self._note_command(what, len(msg.points) == 1)
@@ -209,10 +231,6 @@ class InvariantMonitor:
                 del self.trajectories[group][: self.keep_history // 2]
         if self.on_trajectory is not None:
             self.on_trajectory(group, msg)
-
-    def _point_allow(self, msg: Any) -> float:
-        ts = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points[:2]]
-        return self.max_step * max(1.0, (ts[1] - ts[0]) / self.control_period)
 
     def _on_chunk(self, msg: Any) -> None:
         with self.lock:
@@ -257,14 +275,16 @@ class InvariantMonitor:
                     return False, f"last {group} trajectory has {len(last.points)} points"
                 if measured is not None:
                     d = self._dist(list(last.points[0].positions), list(measured))
-                    if d > self.max_step + self.tol:
+                    allow = self.max_velocity * (self.control_period + self.slack) + self.tol
+                    if d > allow:
                         return False, f"last {group} trajectory is {d:.4f} from the measured position"
                 return True, "one-point trajectory"
             if cmds:
                 last_v = cmds[-1][1]
                 if len(cmds) >= 2 and self._dist(last_v, cmds[-2][1]) <= self.tol:
                     return True, "repeated command"
-                if measured is not None and self._dist(last_v, list(measured)) <= self.max_step + self.tol:
+                near = self.max_velocity * self.control_period + self.tol
+                if measured is not None and self._dist(last_v, list(measured)) <= near:
                     return True, "at the measured position"
                 return False, f"last {group} command moves"
             return False, f"no {group} command"

@@ -23,7 +23,7 @@ LEFT = tuple(f"left_joint_{i}" for i in range(6))
 RIGHT = tuple(f"right_joint_{i}" for i in range(6))
 CLAW = ("left_gripper", "right_gripper")
 GROUP_JOINTS = {"left_arm": LEFT, "right_arm": RIGHT, "claw": CLAW}
-LOWER, UPPER, MAX_STEP = -1.0, 1.0, 0.05
+LOWER, UPPER, MAX_VELOCITY = -1.0, 1.0, 1.0
 IMAGE_SIZE = 64
 NODE = "vla_policy_node"
 
@@ -44,7 +44,7 @@ def node_params(checkpoint: str | Path, **overrides: Any) -> dict[str, Any]:
         "joints.claw": list(CLAW),
         "limits.position_lower": [LOWER],
         "limits.position_upper": [UPPER],
-        "limits.max_step": [MAX_STEP],
+        "limits.max_velocity": [MAX_VELOCITY],
         "max_image_age": 0.5,
         "max_state_age": 0.3,
         "max_camera_skew": 0.3,
@@ -118,7 +118,7 @@ class Harness:
             GROUP_JOINTS,
             lower=LOWER,
             upper=UPPER,
-            max_step=MAX_STEP,
+            max_velocity=MAX_VELOCITY,
             control_period=control_period,
             node_name=node_name,
             measured=self.measured,

@@ -24,7 +24,8 @@ RUNNING, FAULT = 2, 4
 
 def _start(tmp_path: Path, env: dict[str, str], fake: dict[str, Any], **params: Any) -> subprocess.Popen:
     """The node process with the scripted fake policy (see fake_policy_node.py)."""
-    params_file = write_params_file(tmp_path / "params.yaml", node_params("fake", **params))
+    params = node_params("fake", inference_worker="thread", **params)
+    params_file = write_params_file(tmp_path / "params.yaml", params)
     child_env = dict(env, VLA_FAKE_POLICY=json.dumps(fake))
     cmd = [sys.executable, str(HERE / "fake_policy_node.py"), "--ros-args", "--params-file", str(params_file)]
     return ros_harness.spawn(cmd, child_env, log_path=tmp_path / "node.log")
@@ -47,7 +48,7 @@ def test_inference_exception_faults_retries_with_backoff_and_recovers(
         assert fault is not None and "retrying" in fault.reason
         assert harness.wait_status(lambda s: s.state == RUNNING and s.last_chunk_id > 0, 30.0) is not None
         log = ros_harness.output(proc)
-        assert log.count("inference failed (") == 3  # retried until it worked
+        assert log.count("inference failed: scripted failure") == 3  # retried until it worked
         assert "retrying in 0.40 s" in log  # the backoff doubled
         assert not harness.violations, harness.violations[:10]
     finally:

@@ -43,7 +43,8 @@ def _write_report() -> Iterator[None]:
 
 def _fake_node(tmp: Path, env: dict[str, str], fake: dict[str, Any], **params: Any) -> subprocess.Popen:
     """The node process with the scripted fake policy of ``fake_policy_node.py`` (slow / raising backend)."""
-    params_file = write_params_file(tmp / "params.yaml", node_params("fake", **params))
+    params = node_params("fake", inference_worker="thread", **params)
+    params_file = write_params_file(tmp / "params.yaml", params)
     child_env = dict(env, VLA_FAKE_POLICY=json.dumps(fake))
     cmd = [sys.executable, str(HERE / "fake_policy_node.py"), "--ros-args", "--params-file", str(params_file)]
     return ros_harness.spawn(cmd, child_env, log_path=tmp / "node.log")
@@ -281,13 +282,14 @@ class TestRealNodeInputs:
     def test_invalid_runtime_parameters_refused(self, system) -> None:
         proc, h, _ = system
         cases = [
-            ("control_rate_hz", 0.0, "> 0"),
+            ("control_rate_hz", 1e6, "control_rate_hz"),
             ("control_rate_hz", -5.0, "control_rate_hz"),
             ("max_state_age", -1.0, "max_state_age"),
             ("deadline_factor", 0.5, "> 1"),
             ("blending", "average", "temporal_ensemble"),
             ("output_mode", "teleport", "output_mode"),
-            ("limits.max_step", [-0.1], "> 0"),
+            ("limits.max_velocity", [-0.1], "> 0"),
+            ("limits.position_lower", [2.0], "position_lower >= position_upper"),
             ("limits.position_upper", [math.inf], "finite"),
         ]
         with REPORT.scenario(

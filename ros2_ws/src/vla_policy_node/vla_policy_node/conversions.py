@@ -16,6 +16,7 @@ from vla_msgs.msg import ActionChunk, PolicyStatus
 from vla_policy.data.image_codec import decode_compressed, decode_raw
 from vla_policy.latency_stats import summarize
 from vla_policy.runtime.joint_groups import JointGroups
+from vla_policy.runtime.policy_runtime import RuntimeState, RuntimeStatus
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -103,7 +104,8 @@ def action_chunk_msg(
     groups: JointGroups,
     actions: np.ndarray,
 ) -> ActionChunk:
-    """``vla_msgs/ActionChunk`` of a chunk [T, 16]; point i at ``i * dt`` after the observation stamp."""
+    """``vla_msgs/ActionChunk`` of a chunk [T, action_dim]; point i at ``i * dt`` after the observation
+    stamp."""
     msg = ActionChunk()
     msg.header.stamp = sec_to_stamp(obs_stamp)
     msg.chunk_id = int(chunk_id)
@@ -118,17 +120,32 @@ def action_chunk_msg(
     return msg
 
 
+def string_from_cdr(data: bytes) -> str:
+    """The text of a serialized ``std_msgs/String`` (CDR), decoded as strict UTF-8: rclpy's own
+    deserialisation would turn invalid bytes into U+FFFD silently. ``ValueError`` with the reason."""
+    if len(data) < 8 or data[1] not in (0, 1):
+        raise ValueError(f"not a CDR-encoded std_msgs/String ({len(data)} bytes)")
+    length = int.from_bytes(data[4:8], "little" if data[1] == 1 else "big")
+    raw = data[8 : 8 + length]
+    if length < 1 or len(raw) != length:
+        raise ValueError("truncated std_msgs/String")
+    try:
+        return raw.rstrip(b"\x00").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"instruction is not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
+
+
 def status_msg(
     *,
     stamp: float,
     state: int,
-    instruction: str,
-    last_chunk_id: int,
-    observation_age: float,
-    latencies: Sequence[float],
-    deadline_misses: int,
-    inference_overruns: int,
     reason: str,
+    instruction: str = "",
+    last_chunk_id: int = 0,
+    observation_age: float = -1.0,
+    latencies: Sequence[float] = (),
+    deadline_misses: int = 0,
+    inference_overruns: int = 0,
 ) -> PolicyStatus:
     msg = PolicyStatus()
     msg.header.stamp = sec_to_stamp(stamp)
@@ -162,6 +179,54 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def runtime_diagnostics(
+    name: str, status: RuntimeStatus, period: float, rates: Mapping[str, float]
+) -> list[DiagnosticStatus]:
+    """The runtime's status as three DiagnosticStatus entries: control, inference, inputs. The control
+    entry warns when more than 5 % of the ticks missed their deadline (the rate is not sustained)."""
+    state = RuntimeState(status.state)
+    control: dict[str, Any] = {
+        "state": state.name,
+        "reason": status.reason,
+        "control_period_s": period,
+        "ticks": status.ticks,
+        "deadline_misses": status.deadline_misses,
+        **status.jitter,
+        **{f"safety_{k}": v for k, v in status.safety.items()},
+    }
+    level = {RuntimeState.RUNNING: 0, RuntimeState.READY: 0, RuntimeState.HOLDING: 1}.get(state, 2)
+    message = status.reason[:200]
+    if status.ticks >= 100 and status.deadline_misses > 0.05 * status.ticks:
+        level = max(level, 1)
+        message = (
+            f"control loop misses {100.0 * status.deadline_misses / status.ticks:.1f} % of its deadlines at "
+            f"{1.0 / period:.1f} Hz; {message}"
+        )
+    inference = {**status.inference, **{f"worker_{k}": v for k, v in status.worker.items()}}
+    inputs: dict[str, Any] = {"instruction": status.instruction[:200]}
+    for source, age in status.inputs["ages_s"].items():
+        inputs[f"{source}.age_s"] = age
+    for source, rate in rates.items():
+        inputs[f"{source}.rate_hz"] = rate
+    for source, count in status.inputs["dropped"].items():
+        inputs[f"{source}.dropped"] = count
+    for source, error in status.inputs["last_error"].items():
+        inputs[f"{source}.last_error"] = error
+    inputs["clock_jumps_back"] = status.inputs["clock_jumps_back"]
+    return [
+        diagnostic_status(f"{name}: control", level, message, control),
+        diagnostic_status(
+            f"{name}: inference", 2 if state == RuntimeState.FAULT else 0, "inference", inference
+        ),
+        diagnostic_status(
+            f"{name}: inputs",
+            1 if status.inputs["dropped"] or state == RuntimeState.HOLDING else 0,
+            "inputs",
+            inputs,
+        ),
+    ]
 
 
 def diagnostic_array(stamp: float, statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:

@@ -1,18 +1,21 @@
 """Offline, deterministic evaluation of a policy on an episode bag: ``vla-policy eval``.
 
 The bag is stepped through in simulated time at the control period (1 / dt of the checkpoint unless
-``--control-rate``). Observations are built as the node builds them: messages are decoded with
-``image_codec`` / ``JointGroups`` and pushed with their header stamps into the same ``ObservationBuffer``;
-chunks are requested, accepted and executed by the same ``ChunkScheduler`` (blending none,
-temporal_ensemble or rtc). The predicted command at each tick is scored against the recorded commands
-(``<group>_controller/commands`` or ``joint_trajectory``) with ``eval_report.score_series``.
+``--control-rate``) and drives the very ``PolicyRuntime`` the node runs: messages are decoded as the node
+decodes them and pushed with their header stamps into the runtime's ``ObservationBuffer``; chunks are
+requested, accepted and executed by its ``ChunkScheduler`` (blending none, temporal_ensemble or rtc), every
+command passes its ``SafetyFilter`` (position, velocity and acceleration limits of the node's parameters),
+and bad input or a failed inference holds as on the robot. The command at each tick (forward output, as
+the robot receives it) is scored against the recorded commands (``<group>_controller/commands`` or
+``joint_trajectory``) with ``eval_report.score_series``; the safety filter's interventions are reported.
 
-Latency in simulated time: an inference started at tick time ``t`` is accepted at ``t + sim_latency``
-(``--sim-latency``, seconds; a fixed, modelled figure), so ``report.json`` is identical for the same bag,
-checkpoint, seed and flags. The measured wall-clock inference times (and per-stage timings) are reported
-separately in ``report_timing.json`` and in the latency histogram; they vary from run to run.
+Latency in simulated time: the model runs in an ``InlineWorker`` whose result is released
+``--sim-latency`` seconds (a fixed, modelled figure) after the request, so ``report.json`` is identical for
+the same bag, checkpoint, seed and flags. The measured wall-clock inference times (and per-stage timings)
+are reported separately in ``report_timing.json`` and in the latency histogram; they vary from run to run.
 
-Every chunk uses the same noise seed (``--seed``), as the node does with its ``seed`` parameter.
+Every chunk uses the same noise seed (``--seed``), as the node does with its ``seed`` parameter. Defaults
+(buffer limits, blending, safety limits) are the node's: they come from the one parameter schema.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import argparse
 import logging
 import math
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,13 +60,20 @@ from vla_policy.evaluation.eval_report import (
     summary_table,
     write_report,
 )
-from vla_policy.runtime.chunk_scheduler import BLENDING_MODES, ChunkScheduler, ChunkSchedulerConfig
+from vla_policy.runtime.chunk_scheduler import BLENDING_MODES
+from vla_policy.runtime.inference import PolicySpec, WorkerFailure
+from vla_policy.runtime.inline_worker import InlineWorker
 from vla_policy.runtime.joint_groups import GROUP_NAMES, JointGroups, JointMappingError
 from vla_policy.runtime.observation_buffer import (
     InstructionRejected,
     ObservationBuffer,
     ObservationBufferConfig,
 )
+from vla_policy.runtime.policy_runner import PolicyRunner
+from vla_policy.runtime.policy_runtime import PolicyRuntime, RuntimeConfig, RuntimeState
+from vla_policy.runtime.safety_filter import SafetyFilterConfig
+from vla_policy.runtime.settings import ParameterError, build_settings, load_schema, read_parameter_file
+from vla_policy.strict_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -73,21 +82,25 @@ class EvalError(RuntimeError):
     """The evaluation cannot run; one line says why."""
 
 
+_NODE = load_schema().defaults()  # the node's parameter defaults: the one schema
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     seed: int = 0
-    blending: str = "none"
+    blending: str = _NODE["blending"]
     sim_latency: float = 0.1  # seconds from observation to accepted chunk, in simulated time
-    control_rate_hz: float = 0.0  # 0 = 1 / dt of the checkpoint (the node's default)
-    refill_threshold: float = 0.5
-    ensemble_m: float = 0.01
-    rtc_overlap_steps: int = 0
-    rtc_max_guidance_weight: float = 5.0
-    # ObservationBuffer limits: the node's parameter defaults
-    max_image_age: float = 0.5
-    max_state_age: float = 0.25
-    max_camera_skew: float = 0.2
-    max_instruction_length: int = 1000
+    control_rate_hz: float = _NODE["control_rate_hz"]  # 0 = 1 / dt of the checkpoint
+    refill_threshold: float = _NODE["refill_threshold"]
+    ensemble_m: float = _NODE["ensemble_m"]
+    rtc_overlap_steps: int = _NODE["rtc_overlap_steps"]
+    rtc_max_guidance_weight: float = _NODE["rtc_max_guidance_weight"]
+    # ObservationBuffer limits
+    max_image_age: float = _NODE["max_image_age"]
+    max_state_age: float = _NODE["max_state_age"]
+    max_camera_skew: float = _NODE["max_camera_skew"]
+    max_instruction_length: int = _NODE["max_instruction_length"]
+    safety: SafetyFilterConfig | None = None  # None: the node's default limits
     joints: JointGroups | None = None  # None: from the bag's metadata, else the node's defaults
     camera_topics: Mapping[str, str] | None = None  # camera name -> topic; None: bag metadata / default
     controllers: Mapping[str, str] | None = None
@@ -97,6 +110,40 @@ class EvalConfig:
     plots: bool = True
     progress: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def node_parameters(self, joints: JointGroups, cameras: Sequence[str]) -> dict[str, Any]:
+        """The node parameters this evaluation runs with (forward output: a command every tick)."""
+        safety = self.safety or SafetyFilterConfig(
+            position_lower=_NODE["limits.position_lower"],
+            position_upper=_NODE["limits.position_upper"],
+            max_velocity=_NODE["limits.max_velocity"],
+            max_acceleration=_NODE["limits.max_acceleration"],
+        )
+        return {
+            "device": self.device,
+            "seed": self.seed,
+            "warmup_runs": 0,
+            "blending": self.blending,
+            "control_rate_hz": float(self.control_rate_hz),
+            "refill_threshold": float(self.refill_threshold),
+            "ensemble_m": float(self.ensemble_m),
+            "rtc_overlap_steps": int(self.rtc_overlap_steps),
+            "rtc_max_guidance_weight": float(self.rtc_max_guidance_weight),
+            "max_image_age": float(self.max_image_age),
+            "max_state_age": float(self.max_state_age),
+            "max_camera_skew": float(self.max_camera_skew),
+            "max_instruction_length": int(self.max_instruction_length),
+            "output_mode": "forward",
+            "forward_hold": "repeat",
+            "cameras.names": list(cameras),
+            "cameras.topics": [camera_topic(c) for c in cameras],
+            "cameras.types": ["Image"] * len(cameras),
+            **{f"joints.{g}": list(joints.group(g)) for g in GROUP_NAMES},
+            "limits.position_lower": list(safety.position_lower),
+            "limits.position_upper": list(safety.position_upper),
+            "limits.max_velocity": list(safety.max_velocity),
+            "limits.max_acceleration": list(safety.max_acceleration),
+        }
 
 
 # --- ground truth ---------------------------------------------------------------------------------------
@@ -218,34 +265,29 @@ def load_ground_truth(
 
 # --- node parameter file --------------------------------------------------------------------------------
 def read_node_params(path: str | Path) -> dict[str, Any]:
-    """The ``ros__parameters`` of a node parameter YAML (first node entry)."""
-    import yaml
-
+    """The ``ros__parameters`` of a node parameter YAML (first node entry); ``EvalError`` on failure."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise EvalError(f"cannot read parameter file {path}: {one_line(exc)}") from exc
-    if not isinstance(data, dict):
-        raise EvalError(f"parameter file {path}: expected a mapping")
-    for value in data.values():
-        if isinstance(value, dict) and isinstance(value.get("ros__parameters"), dict):
-            return dict(value["ros__parameters"])
-    raise EvalError(f"parameter file {path}: no ros__parameters section")
+        return read_parameter_file(path)
+    except ParameterError as exc:
+        raise EvalError(str(exc)) from exc
 
 
 def config_from_node_params(params: Mapping[str, Any], base: EvalConfig) -> EvalConfig:
-    """Apply node parameters (cameras.*, joints.*, controllers.*, limits of the buffer, blending...)."""
+    """Apply node parameters (cameras.*, joints.*, controllers.*, limits.*, buffer limits, blending...),
+    checked against the schema as the node checks them."""
     from vla_policy.strict_config import replace
 
-    kw: dict[str, Any] = {}
+    try:
+        settings = build_settings(params)
+    except ParameterError as exc:
+        raise EvalError(f"node parameters: {exc}") from exc
+    kw: dict[str, Any] = {"safety": settings.safety}
     if "cameras.names" in params and "cameras.topics" in params:
-        kw["camera_topics"] = dict(zip(params["cameras.names"], params["cameras.topics"], strict=True))
+        kw["camera_topics"] = {c.name: c.topic for c in settings.cameras}
     if any(k.startswith("joints.") for k in params):
-        kw["joints"] = JointGroups(**{g: tuple(params.get(f"joints.{g}", ())) for g in GROUP_NAMES})
+        kw["joints"] = settings.joints
     if any(k.startswith("controllers.") for k in params):
-        kw["controllers"] = {
-            g: str(params.get(f"controllers.{g}", DEFAULT_CONTROLLERS[g])) for g in GROUP_NAMES
-        }
+        kw["controllers"] = dict(settings.controllers)
     for key in (
         "blending",
         "refill_threshold",
@@ -261,9 +303,9 @@ def config_from_node_params(params: Mapping[str, Any], base: EvalConfig) -> Eval
     ):
         if key in params:
             kw[key] = params[key]
-    if "seed" in params and int(params["seed"]) >= 0:
-        kw["seed"] = int(params["seed"])
-    return replace(base, **kw) if kw else base
+    if settings.seed is not None:
+        kw["seed"] = settings.seed
+    return replace(base, **kw)
 
 
 # --- bag -> observations, exactly as the node builds them (shared with episode_dataset) --------------
@@ -362,14 +404,6 @@ def episode_ticks(reader: EpisodeBagReader, period: float, max_duration: float =
 
 # --- evaluation -----------------------------------------------------------------------------------------
 @dataclass
-class _Pending:
-    ready_at: float
-    actions: np.ndarray
-    obs_stamp: float
-    dt: float
-
-
-@dataclass
 class EvalResult:
     report: dict[str, Any]
     timing: dict[str, Any]
@@ -379,21 +413,6 @@ class EvalResult:
     chunk_ids: np.ndarray
     wall_latencies: list[float]
     paths: dict[str, Path] = field(default_factory=dict)
-
-
-def _load_policy(checkpoint: str | Path, device: str) -> Any:
-    from vla_policy.model.checkpoint import CheckpointError
-    from vla_policy.model.policy import VLAPolicy
-
-    if not Path(checkpoint).exists():
-        raise EvalError(
-            f"checkpoint {checkpoint} does not exist (make one with `vla-policy init --preset tiny "
-            "--out DIR`)"
-        )
-    try:
-        return VLAPolicy.from_checkpoint(checkpoint, device=device)
-    except (CheckpointError, ValueError, OSError, KeyError) as exc:
-        raise EvalError(f"cannot load checkpoint {checkpoint}: {one_line(exc)}") from exc
 
 
 def resolve_episode(
@@ -424,24 +443,28 @@ def run_offline_eval(
         raise EvalError(f"blending must be one of {', '.join(BLENDING_MODES)}, got {cfg.blending!r}")
     if not (math.isfinite(cfg.sim_latency) and cfg.sim_latency >= 0):
         raise EvalError(f"sim latency must be >= 0 seconds, got {cfg.sim_latency}")
+    if not Path(checkpoint).exists():
+        raise EvalError(
+            f"checkpoint {checkpoint} does not exist "
+            "(make one with `vla-policy init --preset tiny --out DIR`)"
+        )
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         clear_previous(Path(out))
-    policy = _load_policy(checkpoint, cfg.device)
-    model_cams = tuple(policy.config.backbone.cameras)
     with EpisodeBagReader(bag) as reader:
-        meta, joints, cams, controllers = resolve_episode(reader, cfg, model_cams)
-        if joints.state_dim > policy.config.action_head.max_state_dim:
-            raise EvalError(
-                f"{joints.state_dim} joints > max_state_dim {policy.config.action_head.max_state_dim}"
-            )
+        spec = PolicySpec(checkpoint=str(checkpoint), device=cfg.device, warmup_runs=0)
+        try:  # the runtime's one loader, with its one error style
+            runner = PolicyRunner.load(spec)
+        except WorkerFailure as exc:
+            raise EvalError(str(exc)) from exc
+        meta, joints, cams, controllers = resolve_episode(reader, cfg, runner.info.cameras)
         gt = load_ground_truth(reader, joints, controllers)
         has_instruction = INSTRUCTION_TOPIC in reader.topics()
         if not has_instruction and not (cfg.default_instruction or meta.instruction):
             raise MissingTopicError(
                 f"bag {reader.path} has no topic {INSTRUCTION_TOPIC} and no instruction in its metadata"
             )
-        result = _simulate(reader, policy, cfg, meta, joints, cams, gt, has_instruction)
+        result = _simulate(reader, spec, runner, cfg, meta, joints, cams, gt, has_instruction)
     result.report.update(
         bag=str(bag),
         episode=meta.summary(),
@@ -464,7 +487,8 @@ def run_offline_eval(
 
 def _simulate(
     reader: EpisodeBagReader,
-    policy: Any,
+    spec: PolicySpec,
+    runner: PolicyRunner,
     cfg: EvalConfig,
     meta: EpisodeMetadata,
     joints: JointGroups,
@@ -474,38 +498,27 @@ def _simulate(
 ) -> EvalResult:
     from tqdm import tqdm
 
-    dt = float(policy.config.dt)
-    horizon = int(policy.config.action_horizon)
-    period = 1.0 / cfg.control_rate_hz if cfg.control_rate_hz > 0 else dt
-    buffer = make_observation_buffer(cfg, cams, policy.config.backbone.history_frames)
-    sched = ChunkScheduler(
-        ChunkSchedulerConfig(
-            control_period=period,
-            action_dt=dt,
-            blending=cfg.blending,
-            refill_threshold=cfg.refill_threshold,
-            ensemble_m=cfg.ensemble_m,
-            rtc_overlap_steps=cfg.rtc_overlap_steps,
-            rtc_max_guidance_weight=cfg.rtc_max_guidance_weight,
+    info = runner.info
+    try:
+        settings = build_settings(cfg.node_parameters(joints, info.cameras))
+        worker = InlineWorker(spec, cfg.sim_latency, runner)
+        worker.start(0.0)
+        sim_now = [float("nan")]  # the runtime's "wall" clock is simulated time: nothing here is real
+        runtime = PolicyRuntime(
+            RuntimeConfig.from_settings(settings, info), joints, worker, info, wall_clock=lambda: sim_now[0]
         )
-    )
-    feed = BagObservationFeed(reader, buffer, cfg, meta, joints, cams, has_instruction)
+    except (ParameterError, ConfigError) as exc:
+        raise EvalError(str(exc)) from exc
+    joints = runtime.joints
+    period = runtime.period
+    feed = BagObservationFeed(reader, runtime.buffer, cfg, meta, joints, cams, has_instruction)
     times = episode_ticks(reader, period, cfg.max_duration)
-    t_start = float(times[0])
     n_ticks = times.size
-
     predicted = np.full((n_ticks, joints.state_dim), np.nan)
     chunk_ids = np.zeros(n_ticks, dtype=np.int64)
-    pending: _Pending | None = None
     wall: list[float] = []
     stage_times: dict[str, list[float]] = {}
-    holding = False
-    hold_reasons: dict[str, int] = {}
-    n_infer = 0
-
-    def accept(p: _Pending) -> None:
-        sched.accept(p.actions, p.obs_stamp, latency=cfg.sim_latency, now=p.ready_at, dt=p.dt)
-
+    not_running: dict[str, int] = {}
     bar = tqdm(
         total=n_ticks,
         desc="eval",
@@ -515,87 +528,78 @@ def _simulate(
         leave=False,
         dynamic_ncols=True,
     )
+    runtime.activate(float(times[0]))
     try:
         for k, now in enumerate(times):
             feed.advance(now)  # deliver the messages received up to now
-            if pending is not None and pending.ready_at <= now + 1e-9:
-                accept(pending)
-                pending = None
-            reason = buffer.check(now)
-            if reason is not None:
-                if not holding:
-                    sched.reset()
-                    pending = None
-                holding = True
-                key = reason.split(":")[0][:60]
-                hold_reasons[key] = hold_reasons.get(key, 0) + 1
-                bar.update(1)
-                continue
-            holding = False
-            if pending is None and sched.needs_inference(now):
-                sched.begin_inference(now)
-                obs = buffer.snapshot(now)
-                rtc = sched.rtc_guidance(obs.stamp, now, horizon, dt)
-                t0 = time.perf_counter()
-                res = policy.predict_chunk(obs, seed=cfg.seed, rtc=rtc)
-                wall.append(time.perf_counter() - t0)
-                for stage, v in res.timings.items():
+            sim_now[0] = float(now)
+            out = runtime.tick(float(now))
+            if out.chunk is not None:
+                wall.append(out.chunk.compute_s)
+                for stage, v in out.chunk.timings.items():
                     stage_times.setdefault(stage, []).append(float(v))
-                n_infer += 1
-                if not np.all(np.isfinite(res.actions)):
-                    raise EvalError(f"the model returned non-finite actions at t={now - t_start:.3f} s")
-                pending = _Pending(now + cfg.sim_latency, res.actions, obs.stamp, float(res.dt))
-                if cfg.sim_latency <= 0:
-                    accept(pending)
-                    pending = None
-            action = sched.next_action(now)
-            if action is not None:
-                predicted[k] = joints.select_actions(action)
-                cur = sched.current
-                chunk_ids[k] = cur.chunk_id if cur is not None else 0
+            if out.state != RuntimeState.RUNNING:
+                key = out.reason.split(":")[0][:60]
+                not_running[key] = not_running.get(key, 0) + 1
+            if out.command is not None:
+                predicted[k] = out.command
+                current = runtime.scheduler.current
+                chunk_ids[k] = current.chunk_id if current is not None and not out.hold else 0
             bar.update(1)
     finally:
         bar.close()
         feed.close()
+        runtime.close()
 
     recorded = gt.at(times)
+    normalizer = runner.policy.normalizer
 
     def normalize(values: np.ndarray) -> np.ndarray:
         full = joints.expand_to_actions(values.astype(np.float32))
-        return joints.select_actions(np.asarray(policy.normalizer.normalize_action(full), dtype=np.float64))
+        return joints.select_actions(np.asarray(normalizer.normalize_action(full), dtype=np.float64))
 
     scores = score_series(times, predicted, recorded, chunk_ids, joints, period, normalize)
-    stats = sched.stats()
+    status = runtime.status(float(times[-1]))
+    stats = runtime.scheduler.stats()
     report: dict[str, Any] = {
-        "report_version": 1,
+        "report_version": 2,
         "mode": "offline",
-        "policy": policy.name,
+        "policy": info.name,
         "config": {
             "seed": cfg.seed,
             "blending": cfg.blending,
             "sim_latency_s": cfg.sim_latency,
             "control_period_s": period,
-            "action_dt_s": dt,
-            "action_horizon": horizon,
+            "action_dt_s": info.dt,
+            "action_horizon": info.horizon,
             "refill_threshold": cfg.refill_threshold,
             "buffer": {
                 "max_image_age": cfg.max_image_age,
                 "max_state_age": cfg.max_state_age,
                 "max_camera_skew": cfg.max_camera_skew,
             },
+            "limits": {
+                "position_lower": list(settings.safety.position_lower),
+                "position_upper": list(settings.safety.position_upper),
+                "max_velocity": list(settings.safety.max_velocity),
+                "max_acceleration": list(settings.safety.max_acceleration),
+            },
         },
         "joints": {g: list(joints.group(g)) for g in joints.active_groups},
         "duration_s": float(times[-1] - times[0]) if n_ticks > 1 else 0.0,
-        "inferences": n_infer,
+        "inferences": len(wall),
+        "inference_errors": int(status.inference["errors"]),
         "scheduler": {k: int(v) if k != "latency_estimate" else v for k, v in stats.items()},
-        "hold_reasons": dict(sorted(hold_reasons.items())),
+        "hold_reasons": dict(sorted(not_running.items())),
+        # what the safety filter changed on the way to the robot, as in the node
+        "safety": status.safety,
         # simulated latency: deterministic; measured wall clock is in report_timing.json
         "latency": {
             "mode": "simulated",
             "p50_s": cfg.sim_latency,
             "p99_s": cfg.sim_latency,
             "max_s": cfg.sim_latency,
-            "count": n_infer,
+            "count": len(wall),
         },
         "scores": scores,
     }

@@ -25,11 +25,13 @@ CLOCK_TOLERANCE = 1e-9
 class InlineWorker(InferenceWorker):
     kind = "inline"
 
-    def __init__(self, spec: PolicySpec, latency: float) -> None:
+    def __init__(self, spec: PolicySpec, latency: float, runner: PolicyRunner | None = None) -> None:
+        """``runner``: an already loaded policy (the caller keeps using it, e.g. for its normaliser)."""
         if latency < 0:
             raise ValueError(f"InlineWorker latency must be >= 0 s, got {latency}")
         self.spec = spec
         self.latency = latency
+        self._loaded = runner
         self._runner: PolicyRunner | None = None
         self._pending: tuple[float, InferenceResult] | None = None  # (release time, result)
         self._closed = False
@@ -39,7 +41,7 @@ class InlineWorker(InferenceWorker):
         if self._runner is not None:
             raise WorkerFailure("inline worker already started: close() it before starting again")
         self._closed = False
-        self._runner = PolicyRunner.load(self.spec)
+        self._runner = self._loaded or PolicyRunner.load(self.spec)
         return self._runner.info
 
     def health(self) -> str | None:

@@ -1,24 +1,24 @@
 """Map a robot's joints onto the policy's action groups and back.
 
-The head's output per step is ``[left_arm 7, right_arm 7, claw 2]``. Each group lists joint names; joint i
-of a group uses head dim i of that group, and head dims past the listed joints are ignored. The model's
-state vector is the measured positions of the same joints in the same order (left, right, claw).
+The model's action vector holds three groups (left arm, right arm, claw) at the indices of its
+``ActionLayout``: the split decoder of checkpoints trained here emits ``[left_arm 7, right_arm 7, claw 2]``,
+a reference GR00T N1.5 checkpoint a 32-dim action whose layout comes from its modality map. Each group
+lists joint names; joint i of a group uses the group's i-th action index, and indices past the listed
+joints are ignored. The model's state vector is the measured positions of the same joints in the same
+order (left, right, claw).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from vla_policy.strict_config import require
 
 GROUP_NAMES: tuple[str, ...] = ("left_arm", "right_arm", "claw")
-GROUP_DIMS: dict[str, int] = {"left_arm": 7, "right_arm": 7, "claw": 2}
-GROUP_OFFSETS: dict[str, int] = {"left_arm": 0, "right_arm": 7, "claw": 14}
-ACTION_DIM: int = 16
 
 
 class JointMappingError(ValueError):
@@ -26,12 +26,50 @@ class JointMappingError(ValueError):
 
 
 @dataclass(frozen=True)
+class ActionLayout:
+    """The action indices of each group in the model's action vector [action_dim]."""
+
+    left_arm: tuple[int, ...] = tuple(range(0, 7))
+    right_arm: tuple[int, ...] = tuple(range(7, 14))
+    claw: tuple[int, ...] = (14, 15)
+    action_dim: int = 16
+
+    def __post_init__(self) -> None:
+        require(self.action_dim > 0, f"ActionLayout.action_dim must be > 0, got {self.action_dim}")
+        used: list[int] = []
+        for group in GROUP_NAMES:
+            indices = tuple(int(i) for i in getattr(self, group))
+            object.__setattr__(self, group, indices)
+            require(
+                all(0 <= i < self.action_dim for i in indices),
+                f"ActionLayout.{group}: indices {list(indices)} outside [0, {self.action_dim})",
+            )
+            used.extend(indices)
+        require(len(set(used)) == len(used), f"ActionLayout: an action index is used twice in {used}")
+
+    @classmethod
+    def from_spans(cls, spans: Mapping[str, tuple[int, int]], action_dim: int) -> ActionLayout:
+        """From group -> (offset, size) contiguous spans."""
+        unknown = sorted(set(spans) - set(GROUP_NAMES))
+        require(not unknown, f"ActionLayout: unknown groups {unknown}; groups: {', '.join(GROUP_NAMES)}")
+        return cls(
+            **{g: tuple(range(spans[g][0], spans[g][0] + spans[g][1])) for g in spans},  # type: ignore[arg-type]
+            action_dim=action_dim,
+        )
+
+    def group(self, name: str) -> tuple[int, ...]:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
 class JointGroups:
-    """Joint names per group; built with ``strict_config.from_dict`` from YAML/params."""
+    """Joint names per group and the model's action layout; built with ``strict_config.from_dict`` from
+    YAML/params (the layout comes from the checkpoint: ``with_layout``)."""
 
     left_arm: tuple[str, ...] = ()
     right_arm: tuple[str, ...] = ()
     claw: tuple[str, ...] = ()
+    layout: ActionLayout = field(default_factory=ActionLayout)
 
     def __post_init__(self) -> None:
         for group in GROUP_NAMES:
@@ -44,14 +82,23 @@ class JointGroups:
                 all(isinstance(n, str) and n for n in names),
                 f"JointGroups.{group}: joint names must be non-empty strings",
             )
+            room = len(self.layout.group(group))
             require(
-                len(names) <= GROUP_DIMS[group],
-                f"JointGroups.{group}: {len(names)} joints listed, at most {GROUP_DIMS[group]} allowed",
+                len(names) <= room,
+                f"JointGroups.{group}: {len(names)} joints listed, the model has {room} actions for it",
             )
         all_names = self.joint_names
         dups = sorted({n for n in all_names if all_names.count(n) > 1})
         require(not dups, f"JointGroups: duplicate joint names {dups}")
         require(bool(all_names), "JointGroups: no joints listed")
+
+    def with_layout(self, layout: ActionLayout) -> JointGroups:
+        """The same joints on another model's action layout (ConfigError when a group does not fit)."""
+        return JointGroups(self.left_arm, self.right_arm, self.claw, layout)
+
+    @property
+    def action_dim(self) -> int:
+        return self.layout.action_dim
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -73,8 +120,8 @@ class JointGroups:
         return tuple(g for g in GROUP_NAMES if getattr(self, g))
 
     def action_indices(self) -> np.ndarray:
-        """Head dims (into the 16-D action) of the listed joints, in state-vector order."""
-        idx = [GROUP_OFFSETS[g] + i for g in GROUP_NAMES for i in range(len(getattr(self, g)))]
+        """Action indices of the listed joints, in state-vector order."""
+        idx = [self.layout.group(g)[i] for g in GROUP_NAMES for i in range(len(getattr(self, g)))]
         return np.asarray(idx, dtype=np.int64)
 
     def state_from_joint_state(
@@ -108,31 +155,45 @@ class JointGroups:
         return self.state_from_joint_state(list(positions.keys()), list(positions.values()))
 
     def split_actions(self, actions: np.ndarray) -> dict[str, np.ndarray]:
-        """Head output [T, 16] (or [16]) -> per-group arrays [T, n_joints] of the listed joints.
-
-        Groups with no joints are left out.
-        """
+        """Model output [T, action_dim] (or [action_dim]) -> per-group arrays [T, n_joints] of the listed
+        joints. Groups with no joints are left out."""
         arr = np.asarray(actions)
         single = arr.ndim == 1
         if single:
             arr = arr[None]
-        if arr.ndim != 2 or arr.shape[1] < ACTION_DIM:
-            raise JointMappingError(f"actions must be [T, {ACTION_DIM}], got {list(np.shape(actions))}")
+        if arr.ndim != 2 or arr.shape[1] != self.action_dim:
+            raise JointMappingError(f"actions must be [T, {self.action_dim}], got {list(np.shape(actions))}")
         out: dict[str, np.ndarray] = {}
         for g in self.active_groups:
-            n = len(getattr(self, g))
-            part = arr[:, GROUP_OFFSETS[g] : GROUP_OFFSETS[g] + n]
+            idx = list(self.layout.group(g)[: len(getattr(self, g))])
+            part = arr[:, idx]
             out[g] = part[0] if single else part
         return out
 
+    def split_joints(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Joint-space values [..., state_dim] (state-vector order) -> per-group [..., n_joints] of the
+        active groups."""
+        arr = np.asarray(values)
+        if arr.shape[-1] != self.state_dim:
+            raise JointMappingError(f"expected [..., {self.state_dim}] joint values, got {list(arr.shape)}")
+        out: dict[str, np.ndarray] = {}
+        start = 0
+        for g in GROUP_NAMES:
+            n = len(getattr(self, g))
+            if n:
+                out[g] = arr[..., start : start + n]
+            start += n
+        return out
+
     def select_actions(self, actions: np.ndarray) -> np.ndarray:
-        """Head output [..., 16] -> [..., state_dim] in state-vector order."""
+        """Model output [..., action_dim] -> [..., state_dim] in state-vector order."""
         return np.asarray(actions)[..., self.action_indices()]
 
     def expand_to_actions(self, values: np.ndarray, fill: np.ndarray | float = 0.0) -> np.ndarray:
-        """Inverse of ``select_actions``: [..., state_dim] -> [..., 16] (unlisted dims from ``fill``)."""
+        """Inverse of ``select_actions``: [..., state_dim] -> [..., action_dim] (unlisted dims from
+        ``fill``)."""
         values = np.asarray(values)
-        shape = (*values.shape[:-1], ACTION_DIM)
+        shape = (*values.shape[:-1], self.action_dim)
         out = np.broadcast_to(np.asarray(fill, dtype=values.dtype), shape).copy()
         out[..., self.action_indices()] = values
         return out

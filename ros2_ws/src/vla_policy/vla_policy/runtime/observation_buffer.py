@@ -31,6 +31,10 @@ class ObservationNotReady(RuntimeError):
         self.reason = reason
 
 
+class OutOfOrderInput(ValueError):
+    """A message older than the latest one of its source: it never replaces newer data."""
+
+
 class InstructionRejected(ValueError):
     """An instruction was refused (empty, too long, not text); ``reason`` says why."""
 
@@ -87,6 +91,8 @@ def validate_instruction(text: object, max_length: int) -> str:
         )
     if "\x00" in stripped:
         raise InstructionRejected("instruction contains a NUL character")
+    if "\ufffd" in stripped:
+        raise InstructionRejected("instruction is not valid UTF-8 (it holds U+FFFD replacement characters)")
     return stripped
 
 
@@ -143,7 +149,13 @@ class ObservationBuffer:
                 f"camera '{camera}': expected uint8 [H, W, 3], got {img.dtype} {list(img.shape)}"
             )
         with self._lock:
-            self._images.setdefault(camera, _History(self.config.history_frames)).push(img, float(stamp))
+            history = self._images.setdefault(camera, _History(self.config.history_frames))
+            if stamp < history.stamp:
+                raise OutOfOrderInput(
+                    f"camera '{camera}': stamp {stamp:.3f} is {history.stamp - stamp:.3f} s older than the "
+                    "latest image (out of order; dropped)"
+                )
+            history.push(img, float(stamp))
             self._errors.pop(camera, None)
 
     def update_state(self, state: np.ndarray, stamp: float) -> None:
@@ -151,6 +163,11 @@ class ObservationBuffer:
         if not np.all(np.isfinite(arr)):
             raise ValueError("joint state has non-finite values")
         with self._lock:
+            if self._state is not None and stamp < self._state.stamp:
+                raise OutOfOrderInput(
+                    f"joint state: stamp {stamp:.3f} is {self._state.stamp - stamp:.3f} s older than the "
+                    "latest (out of order; dropped)"
+                )
             self._state = _Stamped(arr, float(stamp))
             self._errors.pop("joint_states", None)
 
@@ -177,7 +194,7 @@ class ObservationBuffer:
             self._errors[source] = reason
 
     def clear(self) -> None:
-        """Drop all inputs except the instruction (used on reset / cleanup)."""
+        """Drop all inputs except the instruction (reset, cleanup, the clock jumping back)."""
         with self._lock:
             self._images.clear()
             self._state = None
