@@ -87,9 +87,10 @@ def test_repository_python_has_no_unsafe_deserialisation_or_eval() -> None:
 
 
 @pytest.mark.ros
-def test_node_resolves_and_validates_checkpoint_path(tmp_path: Path) -> None:
+def test_node_resolves_and_validates_checkpoint_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vla_policy_node.node import resolve_checkpoint
 
+    monkeypatch.delenv("VLA_CHECKPOINT_DIR", raising=False)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "config.json").write_text("{}")
@@ -97,10 +98,12 @@ def test_node_resolves_and_validates_checkpoint_path(tmp_path: Path) -> None:
     link.symlink_to(ckpt)
     assert resolve_checkpoint(str(tmp_path / "ckpt" / ".." / "link")) == ckpt.resolve()
     for bad, text in (
-        ("", "empty"),
+        ("", "no checkpoint"),
         (str(tmp_path / "missing"), "not found"),
         (str(ckpt / "config.json"), "must be a directory"),
         (str(tmp_path), "no config.json"),
     ):
         with pytest.raises(ValueError, match=text):
             resolve_checkpoint(bad)
+    monkeypatch.setenv("VLA_CHECKPOINT_DIR", str(ckpt))  # the docker default when the parameter is empty
+    assert resolve_checkpoint("") == ckpt.resolve()

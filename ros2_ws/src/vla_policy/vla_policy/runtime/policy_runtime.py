@@ -80,7 +80,6 @@ class RuntimeConfig:
     inference_timeout: float = 0.0  # wall seconds before an inference counts as hung; 0 = one chunk
     worker_start_timeout: float = 300.0
     synchronous: bool = False  # lock-step: a due inference completes inside the tick
-    synchronous_timeout: float = 5.0  # wall seconds a synchronous tick waits for its inference
     deadline_factor: float = 1.5  # a tick later than this many periods after the previous is a miss
 
     def __post_init__(self) -> None:
@@ -114,7 +113,6 @@ class RuntimeConfig:
             inference_timeout=settings.inference_timeout,
             worker_start_timeout=settings.worker_start_timeout,
             synchronous=settings.lockstep,
-            synchronous_timeout=settings.lockstep_timeout,
             deadline_factor=settings.deadline_factor,
         )
 
@@ -383,21 +381,34 @@ class PolicyRuntime:
                 return out
             request = self._maybe_submit(now, wall)
         if request is not None and self.config.synchronous:
-            try:
-                result = self.worker.wait(self.config.synchronous_timeout)
-            except WorkerFailure as exc:
-                with self._lock:
-                    self._worker_failed(str(exc))
-                    return self._hold_output(now)
+            result, failure = self._wait_synchronously(wall)
             with self._lock:
                 if result is None:
-                    self._worker_failed(f"no result within {self.config.synchronous_timeout} s")
+                    self._worker_failed(failure)
                     return self._hold_output(now)
                 accepted = self._take_result(result, now, wall) or accepted
         with self._lock:
             if not self._active or self._state == RuntimeState.FAULT:
                 return self._hold_output(now)
             return self._command(now, accepted)
+
+    def _wait_synchronously(self, submitted_wall: float) -> tuple[InferenceResult | None, str]:
+        """Lock-step: the in-flight result, waited for while the worker lives (sim time stands still
+        meanwhile, so a slow machine changes nothing); with ``inference_timeout`` set, at most that long.
+        (None, why) when the worker died or the timeout passed."""
+        limit = self.config.inference_timeout or math.inf
+        while True:
+            try:
+                result = self.worker.wait(0.5)
+            except WorkerFailure as exc:
+                return None, str(exc)
+            if result is not None:
+                return result, ""
+            health = self.worker.health()
+            if health is not None:
+                return None, health
+            if self._wall() - submitted_wall > limit:
+                return None, f"inference hung: no result after {limit:.2f} s"
 
     def _time_tick(self, now: float, wall: float) -> None:
         if self._last_tick_wall is not None:
