@@ -130,6 +130,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="bag path (default: a temporary directory)")
     parser.add_argument("--throttle-mb-s", type=float, default=0.0, help="throttle the recorder's disk")
     parser.add_argument("--max-queue-mb", type=float, default=512.0, help="the recorder's queue cap")
+    parser.add_argument("--stop-timeout", type=float, default=60.0, help="seconds for the recorder to finish")
     args = parser.parse_args()
     from vla_policy.data.episode_bag import open_bag
 
@@ -170,7 +171,7 @@ def main() -> int:
             return 2
         time.sleep(2.0)
         t_stop = time.monotonic()
-        rc = ros_harness.stop(rec, sigint_timeout=60)
+        rc = ros_harness.stop(rec, sigint_timeout=args.stop_timeout)
         stop_s = time.monotonic() - t_stop
     finally:
         if pub is not None:
