@@ -15,6 +15,7 @@ import pytest
 import torch
 from vla_policy.model.flow_matching import RTCGuidance
 from vla_policy.model.policy import VLAPolicy
+from vla_policy.observation import Observation
 from vla_policy.runtime.inference import InferenceRequest, InferenceResult, ModelInfo, WorkerFailure
 from vla_policy.runtime.inline_worker import InlineWorker
 from vla_policy.runtime.policy_runner import PolicyRunner
@@ -30,6 +31,10 @@ from worker_helpers import (
 )
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
+
+
+def _obs(seed: int = 0) -> Observation:
+    return observation(CAMERAS, [(64, 64)] * 3, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,7 @@ def _serve(worker: ProcessWorker | ThreadWorker, request: InferenceRequest) -> I
 
 
 def test_process_worker_chunk_is_bit_exact(process_worker: ProcessWorker, reference: VLAPolicy) -> None:
-    obs = observation(CAMERAS, [(64, 64)] * 3, seed=1)
+    obs = _obs(1)
     result = _serve(process_worker, InferenceRequest(1, obs, seed=7))
     assert result.error is None and result.request_id == 1
     expected = reference.predict_chunk(obs, seed=7)
@@ -94,14 +99,15 @@ def test_process_worker_reports_the_model(
     assert info.cameras == tuple(cfg.backbone.cameras)
     assert (info.image_size, info.history_frames) == (cfg.backbone.vision.image_size, 1)
     assert (info.horizon, info.dt, info.max_state_dim) == (cfg.action_horizon, cfg.dt, 64)
-    assert info.action_dim == 16
-    assert info.action_layout == {"left_arm": (0, 7), "right_arm": (7, 7), "claw": (14, 2)}
+    assert info.action_dim == cfg.action_width == reference.predict_chunk(_obs(), seed=0).actions.shape[1]
+    assert info.action_layout == cfg.action_layout
+    assert set(info.action_layout) == {"left_arm", "right_arm", "claw"}
     assert info.backend == "torch" and info.backend_skipped == ()
     assert np.isfinite(info.warmup_s)
 
 
 def test_rtc_request_crosses(process_worker: ProcessWorker, reference: VLAPolicy) -> None:
-    obs = observation(CAMERAS, [(64, 64)] * 3, seed=2)
+    obs = _obs(2)
     previous = reference.predict_chunk(obs, seed=3).actions[4:]  # 12 of 16 rows: the rest is free
     guidance = RTCGuidance(previous=previous, frozen_steps=3, overlap_steps=6, max_guidance_weight=4.0)
     result = _serve(process_worker, InferenceRequest(2, obs, seed=9, rtc=guidance))
@@ -136,12 +142,12 @@ def test_model_error_is_a_result_and_the_worker_stays_up(process_worker: Process
     assert result.actions is None and result.error is not None
     assert "right_wrist" in result.error and "\n" not in result.error
     assert process_worker.health() is None
-    good = _serve(process_worker, InferenceRequest(4, observation(CAMERAS, [(64, 64)] * 3), seed=0))
+    good = _serve(process_worker, InferenceRequest(4, _obs(), seed=0))
     assert good.error is None
 
 
 def test_second_request_while_one_is_in_flight_is_refused(process_worker: ProcessWorker) -> None:
-    obs = observation(CAMERAS, [(64, 64)] * 3, seed=7)
+    obs = _obs(7)
     process_worker.submit(InferenceRequest(5, obs, seed=0), now=0.0)
     with pytest.raises(WorkerFailure, match="request 5 is still in flight"):
         process_worker.submit(InferenceRequest(6, obs, seed=0), now=0.0)
@@ -153,13 +159,13 @@ def test_non_finite_chunk_is_an_error_result(checkpoint: Path) -> None:
     runner = PolicyRunner.load(spec_for(checkpoint, warmup_runs=0))
     with torch.no_grad():
         next(runner.policy.model.action_head.parameters()).fill_(float("nan"))
-    result = runner.serve(InferenceRequest(1, observation(CAMERAS, [(64, 64)] * 3), seed=0))
+    result = runner.serve(InferenceRequest(1, _obs(), seed=0))
     assert result.actions is None
     assert result.error is not None and "non-finite" in result.error
 
 
 def test_thread_worker_chunk_equals_predict_chunk(checkpoint: Path, reference: VLAPolicy) -> None:
-    obs = observation(CAMERAS, [(64, 64)] * 3, seed=8)
+    obs = _obs(8)
     worker = ThreadWorker(spec_for(checkpoint))
     try:
         info = worker.start(START_TIMEOUT)
@@ -175,7 +181,7 @@ def test_thread_worker_chunk_equals_predict_chunk(checkpoint: Path, reference: V
 def test_inline_worker_releases_the_chunk_after_the_modelled_latency(
     checkpoint: Path, reference: VLAPolicy
 ) -> None:
-    obs = observation(CAMERAS, [(64, 64)] * 3, seed=9)
+    obs = _obs(9)
     worker = InlineWorker(spec_for(checkpoint), latency=0.3)
     worker.start(START_TIMEOUT)
     worker.submit(InferenceRequest(1, obs, seed=7), now=0.1)
@@ -190,12 +196,12 @@ def test_inline_worker_releases_the_chunk_after_the_modelled_latency(
 def test_inline_worker_wait_returns_at_once(checkpoint: Path) -> None:
     worker = InlineWorker(spec_for(checkpoint), latency=100.0)
     worker.start(START_TIMEOUT)
-    worker.submit(InferenceRequest(1, observation(CAMERAS, [(64, 64)] * 3), seed=0), now=0.0)
+    worker.submit(InferenceRequest(1, _obs(), seed=0), now=0.0)
     result = worker.wait(0.0)
     assert result is not None and result.request_id == 1
     worker.close()
     with pytest.raises(WorkerFailure, match="inline worker closed"):
-        worker.submit(InferenceRequest(2, observation(CAMERAS, [(64, 64)] * 3), seed=0), now=0.0)
+        worker.submit(InferenceRequest(2, _obs(), seed=0), now=0.0)
 
 
 def test_closing_frees_the_shared_memory(checkpoint: Path) -> None:
