@@ -64,14 +64,14 @@ def test_rtc_guidance_weight_is_clipped() -> None:
 
 def test_rtc_frozen_actions_equal_previous_chunk(policy: VLAPolicy) -> None:
     obs = synthetic_observation(policy.config.backbone.cameras, 64, 16, seed=0)
-    prev = np.random.default_rng(0).uniform(-0.8, 0.8, (16, 16)).astype(np.float32)
+    prev = np.random.default_rng(0).uniform(-0.8, 0.8, (16, policy.config.action_width)).astype(np.float32)
     res = policy.predict_chunk(obs, seed=3, rtc=RTCGuidance(prev, frozen_steps=4, overlap_steps=6))
     np.testing.assert_allclose(res.actions[:4], prev[:4], atol=1e-6)
 
 
 def test_rtc_overlap_is_pulled_toward_previous(policy: VLAPolicy) -> None:
     obs = synthetic_observation(policy.config.backbone.cameras, 64, 16, seed=0)
-    prev = np.random.default_rng(1).uniform(-0.8, 0.8, (16, 16)).astype(np.float32)
+    prev = np.random.default_rng(1).uniform(-0.8, 0.8, (16, policy.config.action_width)).astype(np.float32)
     free = policy.predict_chunk(obs, seed=3).actions
     guided = policy.predict_chunk(
         obs, seed=3, rtc=RTCGuidance(prev, frozen_steps=2, overlap_steps=8, max_guidance_weight=5.0)

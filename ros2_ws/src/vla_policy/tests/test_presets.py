@@ -35,16 +35,26 @@ def test_groot_dit_16_blocks_width_1536_cross_kv_from_2048(groot: dict) -> None:
     assert dit["proj_out_2"] == [1536, 1024]
 
 
-def test_groot_decoders_to_7_7_2(groot: dict) -> None:
-    dec = groot["shapes"]["decoders"]
-    assert dec["shared_layer"] == [1024, 1024]
-    assert dec["left_output_layer"] == [1024, 7] and dec["right_output_layer"] == [1024, 7]
-    assert dec["action_claw_decoder"] == [1024, 1024, 2]
+def test_groot_decoder_is_one_mlp_to_32(groot: dict) -> None:
+    assert groot["shapes"]["decoders"] == {"action_decoder": [1024, 1024, 32]}
+
+
+def test_seed_decoders_to_7_7_2() -> None:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["describe", "--preset", "tiny-seed", "--json"]) == 0
+    dec = json.loads(buf.getvalue())["shapes"]["decoders"]
+    assert dec["shared_layer"] == [64, 64]
+    assert dec["left_output_layer"] == [64, 7] and dec["right_output_layer"] == [64, 7]
+    assert dec["action_claw_decoder"] == [64, 64, 2]
 
 
 def test_groot_llm_built_only_to_select_layer(groot: dict) -> None:
     assert groot["shapes"]["llm_layers_built"] == 12
-    assert groot["shapes"]["mlp1"] == [1152, 2048]
+    assert groot["shapes"]["mlp1"] == [4 * 1152, 2048]  # Eagle's projector after the pixel shuffle
     assert groot["shapes"]["vl_self_attention_blocks"] == 4
 
 

@@ -109,7 +109,10 @@ def model_shapes(model: torch.nn.Module) -> dict[str, Any]:
         }
         shapes["vl_self_attention_blocks"] = len(head.vl_self_attention.transformer_blocks)
         dec: dict[str, Any] = {}
-        if hasattr(head, "shared_arm_decoder"):
+        if hasattr(head, "action_decoder"):  # the reference layout: one MLP over every padded dim
+            d = head.action_decoder
+            dec["action_decoder"] = [d.layer1.W.shape[1], d.layer1.W.shape[2], d.layer2.W.shape[2]]
+        elif hasattr(head, "shared_arm_decoder"):
             d = head.shared_arm_decoder
             dec["shared_layer"] = _shape(d.shared_layer.W)[1:]
             dec["left_output_layer"] = _shape(d.left_output_layer.W)[1:]
@@ -118,15 +121,14 @@ def model_shapes(model: torch.nn.Module) -> dict[str, Any]:
         else:
             d = head.action_arm_decoder
             dec["action_arm_decoder"] = [d.layer1.W.shape[1], d.layer1.W.shape[2], d.layer2.W.shape[2]]
-        c = head.action_claw_decoder
-        dec["action_claw_decoder"] = [c.layer1.W.shape[1], c.layer1.W.shape[2], c.layer2.W.shape[2]]
+        if hasattr(head, "action_claw_decoder"):
+            c = head.action_claw_decoder
+            dec["action_claw_decoder"] = [c.layer1.W.shape[1], c.layer1.W.shape[2], c.layer2.W.shape[2]]
         shapes["decoders"] = dec
     lm = model.backbone.eagle_model.language_model.model
     shapes["llm_layers_built"] = len(lm.layers)
-    shapes["mlp1"] = [
-        model.backbone.eagle_model.mlp1.in_features,
-        model.backbone.eagle_model.mlp1.out_features,
-    ]
+    linears = [m for m in model.backbone.eagle_model.mlp1.modules() if isinstance(m, torch.nn.Linear)]
+    shapes["mlp1"] = [linears[0].in_features, linears[-1].out_features]  # Eagle's projector: first, last
     return shapes
 
 
@@ -291,12 +293,75 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+# ---- import ---------------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    import time
+
+    from vla_policy.model.groot_import import ModalityMap, import_groot
+
+    if args.dtype not in ("float32", "bfloat16"):
+        raise CLIError(f"--dtype must be float32 or bfloat16, got {args.dtype}")
+    t0 = time.perf_counter()
+    out = import_groot(
+        args.src,
+        args.out,
+        ModalityMap.from_yaml(args.modality),
+        processor=args.processor,
+        dtype=DTYPES[args.dtype],
+        max_shard_bytes=int(args.max_shard_gb * (1 << 30)),
+    )
+    from vla_policy.model.checkpoint import read_config
+
+    config, _ = read_config(out)
+    data = {
+        "out": str(out),
+        "name": config.name,
+        "decoder_layout": config.decoder.layout,
+        "action_width": config.action_width,
+        "action_layout": {k: list(v) for k, v in config.action_layout.items()},
+        "embodiment_id": config.embodiment_id,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    _emit(
+        args,
+        data,
+        lambda d: (
+            f"imported {args.src} -> {d['out']} ({d['name']}, {d['decoder_layout']} decoder, "
+            f"actions {d['action_width']} wide: {d['action_layout']}) in {d['seconds']} s"
+        ),
+    )
+    return 0
+
+
+def add_import_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import",
+        help="convert a GR00T N1.5 checkpoint (official layout) into a checkpoint of this repository",
+        description="Strict: every weight mapped, none left over; one line names the first mismatch. "
+        "The modality YAML maps the checkpoint's modality keys onto this robot (see "
+        "vla_policy/model/groot_import.py and docs).",
+    )
+    p.add_argument(
+        "src", type=Path, help="GR00T N1.5 checkpoint directory (config.json, model-*.safetensors, ...)"
+    )
+    p.add_argument(
+        "--modality", type=Path, required=True, help="modality map YAML (keys -> cameras and groups)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="output checkpoint directory (new or empty)")
+    p.add_argument("--processor", type=Path, help="Eagle processor folder (default: SRC/eagle2_hg_model)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--max-shard-gb", type=float, default=4.0, help="shard size of the written weights")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import)
+
+
 # ---- registration ---------------------------------------------------------------------------------
 SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_describe_parser,
     add_init_parser,
     add_predict_parser,
     add_bench_parser,
+    add_import_parser,
 ]
 # "module:function" adders from other modules (eval, train, ...), added when importable
 PLUGIN_SUBCOMMANDS: list[str] = [

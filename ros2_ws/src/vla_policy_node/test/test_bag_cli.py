@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("sub", ["sample", "record", "play", "replay-eval"])
+@pytest.mark.parametrize("sub", ["sample", "record", "play", "replay-eval", "export-lerobot"])
 def test_help(sub):
     proc = run(sub, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -82,3 +83,20 @@ def test_play_bad_bags(tmp_path):
     _one_line_error(run("play", str(cut)), "cannot be opened")
     _one_line_error(run("play", str(good), "--topics", "/nope"), "no topic /nope")
     _one_line_error(run("play", str(good), "--rate", "0"), "rate")
+
+
+def test_export_lerobot(tmp_path):
+    bag = tmp_path / "ep"
+    assert (
+        run("sample", "--out", str(bag), "--duration", "1", "--height", "24", "--width", "32").returncode == 0
+    )
+    out = tmp_path / "lerobot"
+    proc = run("export-lerobot", str(bag), "--out", str(out), "--fps", "20", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert summary["episodes"] == 1 and summary["fps"] == 20 and summary["frames"] > 10
+    assert (out / "meta" / "info.json").is_file() and (out / "meta" / "modality.json").is_file()
+    _one_line_error(run("export-lerobot", str(bag), "--out", str(out)), "already exists")
+    _one_line_error(
+        run("export-lerobot", str(tmp_path / "nope"), "--out", str(tmp_path / "x")), "not an episode bag"
+    )

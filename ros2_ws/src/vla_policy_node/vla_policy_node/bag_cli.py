@@ -5,6 +5,7 @@
                     [--stats-json PATH]
     vla-bag play BAG [--rate R] [--loop] [--start-offset S] [--clock] [--topics T ...] [--exclude T ...]
     vla-bag replay-eval --bag BAG --checkpoint DIR --out DIR [--seed N] [--blending ...]
+    vla-bag export-lerobot BAG [BAG ...] --out DIR [--fps F] [--params YAML] [--vcodec C]
 
 Bad input exits non-zero with one line on stderr (no traceback).
 """
@@ -186,6 +187,41 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export-lerobot ---------------------------------------------------------------------------------------
+def cmd_export_lerobot(args: argparse.Namespace) -> int:
+    from vla_policy.data.lerobot_export import ExportConfig, LeRobotExportError, export_lerobot
+    from vla_policy.evaluation.offline_eval import (
+        EvalConfig,
+        EvalError,
+        config_from_node_params,
+        read_node_params,
+    )
+
+    if args.fps < 0:
+        raise CLIError(f"--fps must be > 0 (or 0: from the bag), got {args.fps}")
+    missing = [b for b in args.bags if not Path(b, "metadata.yaml").is_file()]
+    if missing:
+        raise CLIError(f"{missing[0]} is not an episode bag (no metadata.yaml)")
+    try:
+        read = EvalConfig()
+        if args.params:
+            read = config_from_node_params(read_node_params(args.params), read)
+        cfg = ExportConfig(fps=args.fps, vcodec=args.vcodec, robot_type=args.robot_type, read=read)
+        t0 = time.perf_counter()
+        summary = export_lerobot(args.bags, args.out, cfg, log=lambda s: _out(s, flush=True))
+    except (LeRobotExportError, EvalError) as exc:
+        raise CLIError(str(exc)) from exc
+    if args.json:
+        _out(json.dumps(summary, indent=1))
+    else:
+        _out(
+            f"wrote LeRobot dataset {summary['out']} (v3.0 with meta/modality.json): {summary['episodes']} "
+            f"episodes, {summary['frames']} frames at {summary['fps']:g} fps, cameras "
+            f"{', '.join(summary['cameras'])}, in {time.perf_counter() - t0:.1f} s"
+        )
+    return 0
+
+
 # --- replay-eval ------------------------------------------------------------------------------------------
 def cmd_replay_eval(args: argparse.Namespace) -> int:
     from vla_policy.evaluation.eval_report import summary_table
@@ -211,7 +247,8 @@ def cmd_replay_eval(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Record, play, sample and replay-evaluate episode bags (rosbag2: MCAP or sqlite3).",
+        description="Record, play, sample and replay-evaluate episode bags (rosbag2: MCAP or sqlite3), and "
+        "export them as LeRobot datasets.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -309,6 +346,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=120.0, help="seconds for the node to configure")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: random 1..101)")
     p.set_defaults(func=cmd_replay_eval)
+
+    p = sub.add_parser(
+        "export-lerobot",
+        help="write episode bags as a LeRobot dataset (v3.0, GR00T's modality.json)",
+        description="Write episode bags as one LeRobot dataset (format v3.0 of lerobot 0.4.x: parquet "
+        "frames, AV1 videos, meta/info.json, stats, tasks, episodes; plus GR00T's meta/modality.json). "
+        "Each bag is one episode; frames are the node's observations at --fps with the recorded commands "
+        "as actions. Joint groups and cameras come from the bags' metadata or --params.",
+    )
+    p.add_argument("bags", nargs="+", metavar="BAG", help="episode bag directories")
+    p.add_argument("--out", required=True, help="dataset directory to create (must not exist)")
+    p.add_argument("--fps", type=float, default=0.0, help="frame rate (default: the bag's control rate)")
+    p.add_argument("--params", default=None, help="node parameter YAML (joints, cameras, controllers)")
+    p.add_argument("--vcodec", default="libsvtav1", help="video codec (default libsvtav1, lerobot's)")
+    p.add_argument("--robot-type", default="", help="info.json robot_type (default: the bag's embodiment)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_export_lerobot)
     return parser
 
 

@@ -1,5 +1,11 @@
-"""Training windows from episode bags: an observation (built exactly as the node builds it) and the
-action chunk recorded after it.
+"""Training windows from episode bags or LeRobot datasets: an observation (built exactly as the node builds
+it) and the action chunk recorded after it.
+
+``--data DIR`` may hold episode bags (rosbag2 directories) and LeRobot datasets (``meta/info.json``, format
+v3.0; see :mod:`vla_policy.data.lerobot_dataset`), or be one of them. A LeRobot episode goes through the
+same path as a bag: its frames are pushed with their timestamps into the node's ``ObservationBuffer``
+(:class:`~vla_policy.data.lerobot_dataset.LeRobotFeed`), its ``action`` column is the recorded command
+(held until the next frame), and the windows are cut at the same ticks.
 
 Each bag is stepped in simulated time at the model's ``dt`` with offline evaluation's
 :class:`~vla_policy.evaluation.offline_eval.BagObservationFeed` and the
@@ -40,10 +46,18 @@ from vla_policy.data.episode_bag import (
     MissingTopicError,
     one_line,
 )
+from vla_policy.data.lerobot_dataset import (
+    LeRobotDatasetError,
+    LeRobotDatasetReader,
+    LeRobotFeed,
+    action_ground_truth,
+    is_lerobot_dataset,
+)
 from vla_policy.evaluation.offline_eval import (
     BagObservationFeed,
     EvalConfig,
     EvalError,
+    GroundTruth,
     episode_ticks,
     load_ground_truth,
     make_observation_buffer,
@@ -88,21 +102,24 @@ class Episode:
 
 # --- finding and reading bags ---------------------------------------------------------------------------
 def find_bags(data: str | Path) -> list[Path]:
-    """Episode bag directories under ``data`` (``data`` itself when it is one), sorted."""
+    """Episode sources under ``data``, sorted: bag directories and LeRobot dataset roots (``data`` itself
+    when it is one). :func:`load_episodes` reads every episode of a LeRobot dataset."""
     root = Path(data)
     if not root.exists():
         raise DatasetError(f"data directory {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory; expected a directory of episode bags")
-    if (root / "metadata.yaml").is_file():
+    if (root / "metadata.yaml").is_file() or is_lerobot_dataset(root):
         return [root]
-    bags = sorted(p.parent for p in root.rglob("metadata.yaml"))
-    if not bags:
+    datasets = {p.parent.parent for p in root.rglob("meta/info.json")}
+    bags = {p.parent for p in root.rglob("metadata.yaml") if not any(d in p.parents for d in datasets)}
+    found = sorted(bags | datasets)
+    if not found:
         raise DatasetError(
             f"no episode bags under {root}: expected rosbag2 directories with metadata.yaml "
-            "(write some with `vla-sim demos` or `vla-bag sample`)"
+            "(write some with `vla-sim demos` or `vla-bag sample`) or LeRobot datasets (meta/info.json)"
         )
-    return bags
+    return found
 
 
 def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -140,30 +157,70 @@ def read_episode(path: str | Path, cfg: DatasetConfig) -> Episode:
         buffer = make_observation_buffer(rcfg, cams, cfg.history_frames, cfg.embodiment_id)
         feed = BagObservationFeed(reader, buffer, rcfg, meta, joints, cams, has_instruction)
         ticks = episode_ticks(reader, cfg.dt, rcfg.max_duration)
-        obs: list[Observation] = []
-        stamps: list[float] = []
-        skipped = 0
-        last: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # camera -> (source frame, stored frame)
         try:
-            for k, now in enumerate(ticks):
-                feed.advance(float(now))
-                if k % cfg.stride:
-                    continue
-                if buffer.check(float(now)) is not None:
-                    skipped += 1
-                    continue
-                o = buffer.snapshot(float(now))
-                images = {}
-                for cam, img in o.images.items():
-                    prev = last.get(cam)
-                    if prev is None or prev[0] is not img:
-                        prev = (img, _shrink(np.asarray(img), cfg.max_image_side))
-                        last[cam] = prev
-                    images[cam] = prev[1]
-                obs.append(_with_images(o, images))
-                stamps.append(o.stamp)
+            return _windows(path, feed, buffer, ticks, gt, joints, cfg)
         finally:
             feed.close()
+
+
+def read_lerobot_episodes(root: str | Path, cfg: DatasetConfig) -> list[Episode]:
+    """All windows of every episode of a LeRobot dataset (``path`` of each: ``root/episode_NNNNNN``)."""
+    ds = LeRobotDatasetReader(root)
+    rcfg = cfg.read
+    joints = ds.joint_groups(rcfg.joints)
+    cams = ds.camera_keys(cfg.cameras, rcfg.camera_topics)
+    out: list[Episode] = []
+    for entry in ds.episodes:
+        frames = ds.frames(entry, videos=sorted(set(cams.values())))
+        task = (
+            rcfg.default_instruction or ds.tasks.get(int(frames.task_index[0]), "")
+            if len(frames.task_index)
+            else ""
+        )
+        if not task:
+            raise LeRobotDatasetError(f"{ds.root}: episode {entry.index} has no task text")
+        buffer = make_observation_buffer(rcfg, cams, cfg.history_frames, cfg.embodiment_id)
+        feed = LeRobotFeed(frames, buffer, ds.state_names, joints, cams, task)
+        gt = action_ground_truth(frames, ds.action_names, joints)
+        t_end = float(frames.timestamps[-1]) if len(frames.timestamps) else 0.0
+        if rcfg.max_duration > 0:
+            t_end = min(t_end, rcfg.max_duration)
+        ticks = np.arange(math.floor(t_end / cfg.dt + 1e-9) + 1) * cfg.dt
+        out.append(_windows(ds.root / f"episode_{entry.index:06d}", feed, buffer, ticks, gt, joints, cfg))
+    return out
+
+
+def _windows(
+    path: Path,
+    feed: BagObservationFeed | LeRobotFeed,
+    buffer: Any,
+    ticks: np.ndarray,
+    gt: GroundTruth,
+    joints: JointGroups,
+    cfg: DatasetConfig,
+) -> Episode:
+    """Step ``feed`` through ``ticks``; each tick with a snapshot and recorded commands is a window."""
+    obs: list[Observation] = []
+    stamps: list[float] = []
+    skipped = 0
+    last: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # camera -> (source frame, stored frame)
+    for k, now in enumerate(ticks):
+        feed.advance(float(now))
+        if k % cfg.stride:
+            continue
+        if buffer.check(float(now)) is not None:
+            skipped += 1
+            continue
+        o = buffer.snapshot(float(now))
+        images = {}
+        for cam, img in o.images.items():
+            prev = last.get(cam)
+            if prev is None or prev[0] is not img:
+                prev = (img, _shrink(np.asarray(img), cfg.max_image_side))
+                last[cam] = prev
+            images[cam] = prev[1]
+        obs.append(_with_images(o, images))
+        stamps.append(o.stamp)
     t = np.asarray(stamps, dtype=np.float64)[:, None] + np.arange(cfg.action_horizon)[None] * cfg.dt
     recorded = gt.at(t.reshape(-1)).reshape(len(stamps), cfg.action_horizon, joints.state_dim)
     ok = np.all(np.isfinite(recorded), axis=(1, 2)) if len(stamps) else np.zeros(0, bool)
@@ -179,20 +236,23 @@ def read_episode(path: str | Path, cfg: DatasetConfig) -> Episode:
 def load_episodes(
     paths: Sequence[Path], cfg: DatasetConfig, workers: int = 2, progress: bool = False
 ) -> list[Episode]:
-    """Read bags in parallel threads; a bad bag is a :class:`DatasetError` naming it."""
+    """Read bags (and LeRobot datasets) in parallel threads; a bad one is a :class:`DatasetError` naming
+    it."""
 
-    def one(p: Path) -> Episode:
+    def one(p: Path) -> list[Episode]:
         try:
-            return read_episode(p, cfg)
+            return read_lerobot_episodes(p, cfg) if is_lerobot_dataset(p) else [read_episode(p, cfg)]
+        except LeRobotDatasetError as exc:
+            raise DatasetError(f"LeRobot dataset {p}: {one_line(exc)}") from exc
         except (EpisodeBagError, EvalError, ValueError, OSError) as exc:
             raise DatasetError(f"bag {p}: {one_line(exc)}") from exc
 
     workers = max(1, min(workers, len(paths)))
     if workers == 1:
-        episodes = [one(p) for p in paths]
+        episodes = [e for p in paths for e in one(p)]
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="bag") as pool:
-            episodes = list(pool.map(one, paths))
+            episodes = [e for eps in pool.map(one, paths) for e in eps]
     empty = [str(e.path) for e in episodes if len(e) == 0]
     if empty:
         logger.warning("no usable windows in %s", ", ".join(empty))

@@ -2,8 +2,12 @@
 
 Module names match GR00T's ``FlowmatchingActionHead`` so checkpoint keys map by name: ``vlln``,
 ``vl_self_attention``, ``state_encoder``, ``action_encoder.{W1,W2,W3}``, ``position_embedding``,
-``future_tokens``, ``model`` (the DiT), ``shared_arm_decoder``/``action_arm_decoder``,
-``action_claw_decoder``.
+``future_tokens``, ``model`` (the DiT), ``action_decoder`` (reference layout) or
+``shared_arm_decoder``/``action_arm_decoder`` + ``action_claw_decoder`` (split layout).
+
+The reference layout is GR00T N1.5 exactly: attention biases, no VL attention mask (padding tokens are
+attended to, as the reference does), one decoder whose predictions for the padded action dims feed back
+through the action encoder, dropout 0.2 in training, N(0, 0.02) initialisation.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from vla_policy.model.decoders import CategorySpecificLinear, CategorySpecificML
 from vla_policy.model.dit import DiT, SelfAttentionTransformer
 from vla_policy.model.flow_matching import (
     RTCTarget,
-    discretize,
     euler_sample,
     flow_matching_loss,
     initial_noise,
     interpolate,
     sample_time,
+    step_bucket,
 )
 from vla_policy.observation import PrefixOutput
 
@@ -42,12 +46,12 @@ def sinusoidal_encoding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
 class MultiEmbodimentActionEncoder(nn.Module):
     """W1(action) ++ sinusoid(t) -> swish(W2) -> W3, all per embodiment."""
 
-    def __init__(self, action_dim: int, hidden: int, num_embodiments: int) -> None:
+    def __init__(self, action_dim: int, hidden: int, num_embodiments: int, init_std: float = 0.0) -> None:
         super().__init__()
         self.hidden = hidden
-        self.W1 = CategorySpecificLinear(num_embodiments, action_dim, hidden)
-        self.W2 = CategorySpecificLinear(num_embodiments, 2 * hidden, hidden)
-        self.W3 = CategorySpecificLinear(num_embodiments, hidden, hidden)
+        self.W1 = CategorySpecificLinear(num_embodiments, action_dim, hidden, init_std)
+        self.W2 = CategorySpecificLinear(num_embodiments, 2 * hidden, hidden, init_std)
+        self.W3 = CategorySpecificLinear(num_embodiments, hidden, hidden, init_std)
 
     def forward(self, actions: torch.Tensor, timesteps: torch.Tensor, cat_ids: torch.Tensor) -> torch.Tensor:
         """actions [B, T, max_action_dim], timesteps [B] long (discretised), cat_ids [B] -> [B, T, hidden]."""
@@ -69,13 +73,23 @@ class FlowMatchingActionHead(nn.Module):
         d = h.input_embedding_dim
         self.vlln = nn.LayerNorm(vl_dim)
         self.vl_self_attention = SelfAttentionTransformer(
-            h.vl_self_attention_layers, vl_dim, h.vl_self_attention_heads
+            h.vl_self_attention_layers,
+            vl_dim,
+            h.vl_self_attention_heads,
+            bias=h.attention_bias,
+            dropout=h.dropout,
         )
-        self.state_encoder = CategorySpecificMLP(h.num_embodiments, h.max_state_dim, h.hidden_size, d)
-        self.action_encoder = MultiEmbodimentActionEncoder(h.max_action_dim, d, h.num_embodiments)
+        self.state_encoder = CategorySpecificMLP(
+            h.num_embodiments, h.max_state_dim, h.hidden_size, d, h.init_std
+        )
+        self.action_encoder = MultiEmbodimentActionEncoder(h.max_action_dim, d, h.num_embodiments, h.init_std)
         if h.add_pos_embed:
             self.position_embedding = nn.Embedding(h.max_seq_len, d)
         self.future_tokens = nn.Embedding(h.num_future_tokens, d) if h.num_future_tokens else None
+        if h.init_std > 0:  # GR00T draws both embeddings from N(0, 0.02)
+            for emb in (getattr(self, "position_embedding", None), self.future_tokens):
+                if emb is not None and emb.weight.device.type != "meta":
+                    nn.init.normal_(emb.weight, 0.0, h.init_std)
         self.model = DiT(
             h.dit.num_layers,
             h.dit.num_attention_heads,
@@ -86,18 +100,25 @@ class FlowMatchingActionHead(nn.Module):
             timestep_channels=h.dit.timestep_channels,
             eps=h.dit.norm_eps,
             ff_mult=h.dit.ff_mult,
+            bias=h.attention_bias,
+            dropout=h.dropout,
         )
-        build_decoders(self, h.num_embodiments, h.dit.output_dim, config.decoder)
+        build_decoders(self, h.num_embodiments, h.dit.output_dim, config.decoder, h.action_dim, h.init_std)
 
     # ---- prefix ---------------------------------------------------------------------------------
     def prepare_prefix(
         self, backbone_features: torch.Tensor, attention_mask: torch.Tensor, with_cross_kv: bool = True
     ) -> PrefixOutput:
-        """backbone_features [B, L, D_vl], mask [B, L] -> PrefixOutput (vlln, vl_self_attention, K/V)."""
+        """backbone_features [B, L, D_vl], mask [B, L] -> PrefixOutput (vlln, vl_self_attention, K/V).
+
+        The mask travels in the PrefixOutput either way; it is applied only with ``use_vl_mask``."""
         mask = attention_mask.bool()
-        features = self.vl_self_attention(self.vlln(backbone_features), mask=mask)
+        features = self.vl_self_attention(self.vlln(backbone_features), mask=self._vl_mask(mask))
         cross_kv = self.model.project_cross_kv(features) if with_cross_kv else None
         return PrefixOutput(features=features, attention_mask=mask, cross_kv=cross_kv)
+
+    def _vl_mask(self, mask: torch.Tensor) -> torch.Tensor | None:
+        return mask if self.config.action_head.use_vl_mask else None
 
     # ---- denoiser -------------------------------------------------------------------------------
     def _cat_ids(
@@ -139,7 +160,11 @@ class FlowMatchingActionHead(nn.Module):
         sa_embs = torch.cat(parts, dim=1)
         cross_kv = prefix.cross_kv if use_cache else None
         out = self.model(
-            sa_embs, timesteps, prefix.attention_mask, cross_kv=cross_kv, vl_features=prefix.features
+            sa_embs,
+            timesteps,
+            self._vl_mask(prefix.attention_mask),
+            cross_kv=cross_kv,
+            vl_features=prefix.features,
         )
         return out[:, -t:]
 
@@ -152,7 +177,7 @@ class FlowMatchingActionHead(nn.Module):
         cat_ids: torch.Tensor,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Predicted velocity of the valid dims [B, T, action_dim]."""
+        """Predicted velocity [B, T, action_dim] (every padded dim with the reference decoder)."""
         return decode(
             self, self.dit_forward(prefix, state_features, x_t, timesteps, cat_ids, use_cache), cat_ids
         )
@@ -172,7 +197,8 @@ class FlowMatchingActionHead(nn.Module):
         timings: dict[str, float] | None = None,
     ) -> torch.Tensor:
         """Denoise one chunk. state [B, max_state_dim] normalised; noise [B, T, max_action_dim] (drawn from
-        ``generator`` when None) -> normalised actions [B, T, action_dim] ([left 7, right 7, claw 2]).
+        ``generator`` when None) -> normalised actions [B, T, action_dim] (split layout: [left 7, right 7,
+        claw 2]; reference layout: all max_action_dim dims, the groups at ``config.action_layout``).
 
         ``rtc`` is the normalised, padded target (see :func:`flow_matching.make_rtc_target`);
         ``timings`` (optional) receives ``dit_step_k`` and ``decode`` seconds.
@@ -193,8 +219,11 @@ class FlowMatchingActionHead(nn.Module):
                 prefix.layer_kv,
             )
 
+        steps = num_steps or self.config.num_inference_steps
+
         def velocity_fn(x_t: torch.Tensor, t: float, step: int) -> torch.Tensor:
-            ts = torch.full((b,), discretize(t, h.num_timestep_buckets), dtype=torch.long, device=device)
+            bucket = step_bucket(step, steps, h.num_timestep_buckets)
+            ts = torch.full((b,), bucket, dtype=torch.long, device=device)
             if timings is None:
                 return self.velocity(prefix, state_features, x_t, ts, cat_ids, use_cache)
             t0 = _now(device)
@@ -206,7 +235,7 @@ class FlowMatchingActionHead(nn.Module):
             timings["decode"] = timings.get("decode", 0.0) + (t2 - t1)
             return v
 
-        x1 = euler_sample(velocity_fn, noise, num_steps or self.config.num_inference_steps, rtc)
+        x1 = euler_sample(velocity_fn, noise, steps, rtc)
         return x1[..., : h.action_dim]
 
     def compute_loss(
@@ -216,15 +245,21 @@ class FlowMatchingActionHead(nn.Module):
         actions: torch.Tensor,
         action_mask: torch.Tensor,
         embodiment_id: torch.Tensor | int | None = None,
+        noise: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """state [B, max_state_dim], actions/action_mask [B, T, max_action_dim] (normalised,
-        padded) -> scalar masked velocity MSE."""
+        padded) -> scalar masked velocity MSE. ``noise`` [B, T, max_action_dim] and ``t`` [B] are drawn
+        when not given."""
         h = self.config.action_head
         b = actions.shape[0]
         device = actions.device
         cat_ids = self._cat_ids(embodiment_id, b, device)
-        noise = torch.randn_like(actions)
-        t = sample_time(b, h.noise_beta_alpha, h.noise_beta_beta, h.noise_s, device).to(actions.dtype)
+        if noise is None:
+            noise = torch.randn_like(actions)
+        if t is None:
+            t = sample_time(b, h.noise_beta_alpha, h.noise_beta_beta, h.noise_s, device)
+        t = t.to(device=device, dtype=actions.dtype)
         x_t = interpolate(noise, actions, t)
         ts = (t * h.num_timestep_buckets).long()
         v = self.velocity(prefix, self.encode_state(state, cat_ids), x_t, ts, cat_ids, use_cache=False)

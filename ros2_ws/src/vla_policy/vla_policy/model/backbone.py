@@ -1,8 +1,10 @@
 """Eagle backbone (GR00T N1.5): SigLIP -> mlp1, spliced into Qwen3 at ``<image>`` tokens, cut at select_layer.
 
 State-dict keys follow GR00T N1.5: ``eagle_model.vision_model.*`` (a ``SiglipVisionModel``),
-``eagle_model.mlp1``, ``eagle_model.language_model.model.*`` (a ``Qwen3Model`` with only ``select_layer``
-layers), ``eagle_linear``. Everything is built from config; nothing is downloaded.
+``eagle_model.mlp1`` (Eagle's projector ``mlp1.{0,1,3}`` = LayerNorm, Linear, GELU, Linear after the pixel
+shuffle; or the seed's single Linear ``mlp1``), ``eagle_model.language_model.model.*`` (a ``Qwen3Model``
+with only ``select_layer`` layers), ``eagle_linear``. Everything is built from config; nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -74,11 +76,35 @@ class LanguageModel(nn.Module):
         self.model = Qwen3Model(qwen3_config(config))
 
 
+def pixel_shuffle(x: torch.Tensor) -> torch.Tensor:
+    """Eagle's pixel shuffle at ratio 0.5: x [N, P, C] (a square grid of P patches) -> [N, P/4, 4C].
+
+    Each output token holds a 2x2 block of patches; the channel order is Eagle's (two half-resolution
+    passes over the transposed grid), so the projector's weights read the channels they were trained on.
+    """
+    n, p, c = x.shape
+    side = round(p**0.5)
+    x = x.reshape(n, side, side, c)  # [N, W, H, C] in Eagle's naming
+    x = x.reshape(n, side, side // 2, c * 2).permute(0, 2, 1, 3)
+    x = x.reshape(n, side // 2, side // 2, c * 4).permute(0, 2, 1, 3)
+    return x.reshape(n, -1, c * 4)
+
+
+def build_projector(config: BackboneConfig) -> nn.Module:
+    """mlp1: Eagle's projector (keys mlp1.0 ... mlp1.3, or mlp1.0 with one layer) or the seed's Linear."""
+    d_in, d_out = config.projector_input_dim, config.language.hidden_size
+    if config.projector == "linear":
+        return nn.Linear(d_in, d_out)
+    if config.projector_layers == 1:
+        return nn.Sequential(nn.Linear(d_in, d_out))
+    return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
+
+
 class EagleModel(nn.Module):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.vision_model = SiglipVisionModel(siglip_config(config))
-        self.mlp1 = nn.Linear(config.vision.hidden_size, config.language.hidden_size)
+        self.mlp1 = build_projector(config)
         self.language_model = LanguageModel(config)
 
 
@@ -102,10 +128,13 @@ class EagleBackbone(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """pixel_values [N, 3, S, S] -> vit_embeds [N, patches, llm_hidden] (SigLIP, then mlp1).
+        """pixel_values [N, 3, S, S] -> vit_embeds [N, tokens_per_image, llm_hidden] (SigLIP, the pixel
+        shuffle when configured, then mlp1).
 
         The prompt (input_ids, attention_mask [B, L]) is ignored here; CogVLABackbone conditions on it."""
         vision = self.eagle_model.vision_model(pixel_values=pixel_values).last_hidden_state
+        if self.config.pixel_shuffle:
+            vision = pixel_shuffle(vision)
         return self.eagle_model.mlp1(vision)
 
     def encode_language(
@@ -131,7 +160,8 @@ class EagleBackbone(nn.Module):
             if n_sel != flat.shape[0]:
                 raise ValueError(f"{n_sel} <image> placeholders but {flat.shape[0]} image tokens")
         embeds = splice_image_embeds(embeds, selected, flat)
-        # positions count only real tokens so left padding does not shift RoPE phases
+        # positions count only real tokens so left padding does not shift RoPE phases (GR00T counts the
+        # padding too; RoPE scores depend on position differences only, so the real tokens agree)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         out = lm(
             inputs_embeds=embeds,

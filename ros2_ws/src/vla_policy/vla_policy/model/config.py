@@ -13,6 +13,10 @@ from vla_policy.strict_config import require
 
 NORMALIZATION_MODES = ("min_max", "mean_std", "identity")
 PADDING_SIDES = ("left", "right")
+PROJECTORS = ("linear", "eagle")
+PROMPT_FORMATS = ("plain", "chat")
+IMAGE_PREPROCESSING = ("bilinear", "eagle")
+DECODER_LAYOUTS = ("split", "reference")
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,13 @@ class BackboneConfig:
     tune_visual: bool = False
     tune_llm: bool = False
     cogvla: CogVLAConfig | None = None  # CogVLA prefix options (CogVLA); None -> GR00T prefix
+    # Missing keys in an older config.json mean the seed's behaviour: the defaults below are the seed's,
+    # the groot-n1.5 and tiny presets set the reference's.
+    projector: str = "linear"  # mlp1: "linear" (one Linear) or "eagle" (Eagle's mlp1, keys mlp1.N)
+    pixel_shuffle: bool = False  # eagle: 2x2 patches -> 1 token of 4x the width (downsample ratio 0.5)
+    projector_layers: int = 2  # eagle: 2 = LayerNorm, Linear, GELU, Linear; 1 = Linear
+    prompt: str = "plain"  # "plain": [BOS] <image> x N text; "chat": the checkpoint's chat template
+    image_preprocessing: str = "bilinear"  # "eagle": bicubic antialiased uint8 resize, as Eagle's processor
 
     def __post_init__(self) -> None:
         require(len(self.cameras) >= 1, "backbone.cameras must name at least one camera")
@@ -131,8 +142,37 @@ class BackboneConfig:
             self.project_to_dim is None or self.project_to_dim > 0,
             f"backbone.project_to_dim must be positive or null, got {self.project_to_dim}",
         )
+        for name, valid in (
+            ("projector", PROJECTORS),
+            ("prompt", PROMPT_FORMATS),
+            ("image_preprocessing", IMAGE_PREPROCESSING),
+        ):
+            value = getattr(self, name)
+            require(value in valid, f"backbone.{name} must be one of {valid}, got {value!r}")
+        require(
+            self.projector_layers in (1, 2),
+            f"backbone.projector_layers must be 1 or 2, got {self.projector_layers}",
+        )
+        require(
+            not self.pixel_shuffle or self.projector == "eagle",
+            "backbone.pixel_shuffle needs projector 'eagle' (Eagle's mlp1 reads the shuffled tokens)",
+        )
+        grid = self.vision.image_size // self.vision.patch_size
+        require(
+            not self.pixel_shuffle or grid % 2 == 0,
+            f"backbone.pixel_shuffle needs an even patch grid, got {grid} x {grid}",
+        )
+        require(
+            self.cogvla is None or not self.pixel_shuffle,
+            "backbone.cogvla works on SigLIP's patch tokens: use it without pixel_shuffle",
+        )
         if self.cogvla is not None:
             self.cogvla.check(self.language.select_layer, self.vision.image_size, self.vision.patch_size)
+
+    @property
+    def projector_input_dim(self) -> int:
+        """mlp1's input width: the ViT width, x4 after the pixel shuffle."""
+        return self.vision.hidden_size * (4 if self.pixel_shuffle else 1)
 
     @property
     def output_dim(self) -> int:
@@ -147,7 +187,7 @@ class BackboneConfig:
     @property
     def tokens_per_image(self) -> int:
         """Prompt tokens per image: the patches, or CogVLA's aggregation tokens when those are on."""
-        n = self.vision.num_patches
+        n = self.vision.num_patches // (4 if self.pixel_shuffle else 1)
         return self.cogvla.tokens_per_image(n) if self.cogvla is not None else n
 
 
@@ -203,8 +243,17 @@ class ActionHeadConfig:
     noise_s: float = 0.999
     tune_projector: bool = True
     tune_diffusion_model: bool = True
+    # seed defaults (an older config.json without these keys); the presets set the reference's
+    attention_bias: bool = False  # biases on to_q/to_k/to_v of the DiT and vl_self_attention
+    use_vl_mask: bool = (
+        True  # mask VL padding in vl_self_attention and cross-attention (the reference does not)
+    )
+    dropout: float = 0.0  # DiT and vl_self_attention dropout in training (reference 0.2)
+    init_std: float = 0.0  # > 0: the reference's N(0, std) init of per-embodiment layers and embeddings
 
     def __post_init__(self) -> None:
+        require(0.0 <= self.dropout < 1.0, f"action_head.dropout must be in [0, 1), got {self.dropout}")
+        require(self.init_std >= 0.0, f"action_head.init_std must be >= 0, got {self.init_std}")
         for name in (
             "input_embedding_dim",
             "hidden_size",
@@ -237,7 +286,14 @@ class ActionHeadConfig:
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """Action decoders: SharedBottomArmDecoder (+ optional left<->right cross-attention) and claw MLP."""
+    """Action decoders, in one of two layouts.
+
+    ``split`` (checkpoints trained here; the default of a config.json without ``layout``): a
+    SharedBottomArmDecoder (+ optional left<->right cross-attention) and a claw MLP emit
+    ``[left_arm_dim, right_arm_dim, claw_dim]``. ``reference`` (GR00T N1.5): one per-embodiment MLP
+    ``action_decoder`` emits all ``max_action_dim`` dims, and ``groups`` says where each group of this
+    robot sits in that vector.
+    """
 
     hidden_size: int = 64
     split_arm_heads: bool = True
@@ -246,6 +302,9 @@ class DecoderConfig:
     left_arm_dim: int = 7
     right_arm_dim: int = 7
     claw_dim: int = 2
+    layout: str = "split"
+    # reference layout: (group, offset, size) in the action vector; () -> left, right, claw contiguous
+    group_spans: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "cross_attention_heads", "left_arm_dim", "right_arm_dim", "claw_dim"):
@@ -255,14 +314,31 @@ class DecoderConfig:
             f"decoder.hidden_size {self.hidden_size} must be divisible by cross_attention_heads "
             f"{self.cross_attention_heads}",
         )
+        require(
+            self.layout in DECODER_LAYOUTS,
+            f"decoder.layout must be one of {DECODER_LAYOUTS}, got {self.layout!r}",
+        )
+        spans = tuple(tuple(s) for s in self.group_spans)
+        object.__setattr__(self, "group_spans", spans)
+        require(not spans or self.layout == "reference", "decoder.group_spans is for the reference layout")
+        names = [s[0] for s in spans]
+        require(len(set(names)) == len(names), f"decoder.group_spans names a group twice: {names}")
+        for span in spans:
+            require(
+                len(span) == 3 and isinstance(span[0], str) and span[1] >= 0 and span[2] >= 1,
+                f"decoder.group_spans entries are [group, offset >= 0, size >= 1], got {list(span)}",
+            )
 
     @property
     def output_dim(self) -> int:
+        """Width of the split decoders' output (left + right + claw)."""
         return self.left_arm_dim + self.right_arm_dim + self.claw_dim
 
     @property
     def groups(self) -> dict[str, slice]:
-        """Output layout per step: left arm, right arm, claw."""
+        """Where each group sits in the action vector: left arm, right arm, claw."""
+        if self.group_spans:
+            return {name: slice(offset, offset + size) for name, offset, size in self.group_spans}
         a, b = self.left_arm_dim, self.left_arm_dim + self.right_arm_dim
         return {"left_arm": slice(0, a), "right_arm": slice(a, b), "claw": slice(b, self.output_dim)}
 
@@ -278,6 +354,9 @@ class NormalizationConfig:
     use_quantiles: bool = False  # min_max bounds from q01/q99 instead of min/max
     clip: bool = True  # clip normalised min_max values to [-1, 1] (and actions before unnormalising)
     eps: float = 1e-8
+    # per-dimension modes (an imported checkpoint's modality keys); when given they replace the group modes
+    state_modes: tuple[str, ...] = ()
+    action_modes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("left_arm", "right_arm", "claw", "extra"):
@@ -286,6 +365,9 @@ class NormalizationConfig:
                 mode in NORMALIZATION_MODES,
                 f"normalization.{name} must be one of {NORMALIZATION_MODES}, got {mode!r}",
             )
+        for name in ("state_modes", "action_modes"):
+            bad = sorted({m for m in getattr(self, name) if m not in NORMALIZATION_MODES})
+            require(not bad, f"normalization.{name}: unknown modes {bad}; expected {NORMALIZATION_MODES}")
         require(self.eps > 0, "normalization.eps must be > 0")
 
 
@@ -331,19 +413,37 @@ class ModelConfig:
     action_horizon: int = 16
     dt: float = 0.05  # seconds between actions
     num_inference_steps: int = 4
+    embodiment_id: int = 0  # the embodiment the checkpoint serves (GR00T's new_embodiment is 31)
 
     def __post_init__(self) -> None:
         require(bool(self.name), "name must not be empty")
+        require(
+            0 <= self.embodiment_id < self.action_head.num_embodiments,
+            f"embodiment_id must be in 0..{self.action_head.num_embodiments - 1}, got {self.embodiment_id}",
+        )
         require(self.action_horizon >= 1, f"action_horizon must be >= 1, got {self.action_horizon}")
         require(self.dt > 0, f"dt must be > 0, got {self.dt}")
         require(
             self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}"
         )
-        require(
-            self.decoder.output_dim == self.action_head.action_dim,
-            f"decoder output {self.decoder.output_dim} (left+right+claw) must equal action_head.action_dim "
-            f"{self.action_head.action_dim}",
-        )
+        if self.decoder.layout == "split":
+            require(
+                self.decoder.output_dim == self.action_head.action_dim,
+                f"decoder output {self.decoder.output_dim} (left+right+claw) must equal "
+                f"action_head.action_dim {self.action_head.action_dim}",
+            )
+        else:
+            require(
+                self.action_head.action_dim == self.action_head.max_action_dim,
+                f"the reference decoder predicts every padded dim: action_head.action_dim "
+                f"{self.action_head.action_dim} must equal max_action_dim {self.action_head.max_action_dim}",
+            )
+        for name, (offset, size) in self.action_layout.items():
+            require(
+                offset + size <= self.action_width,
+                f"decoder group {name!r} at ({offset}, {size}) does not fit the action width "
+                f"{self.action_width}",
+            )
         require(
             self.action_head.max_seq_len >= self.action_horizon,
             f"action_head.max_seq_len {self.action_head.max_seq_len} < action_horizon {self.action_horizon}",
@@ -355,3 +455,14 @@ class ModelConfig:
             f"cogvla.prune_layers needs the dit_cross_attention expert: '{self.expert}' runs the LLM layers "
             "itself for its per-layer K/V, so pruning inside the backbone's LLM would not apply",
         )
+
+    @property
+    def action_width(self) -> int:
+        """Width of the unnormalised action vector the policy returns (16 split, max_action_dim reference)."""
+        return self.action_head.action_dim
+
+    @property
+    def action_layout(self) -> dict[str, tuple[int, int]]:
+        """group -> (offset, size) in the action vector of width :attr:`action_width`, for the runtime's
+        joint-group map (``ModelInfo.action_layout``)."""
+        return {name: (sl.start, sl.stop - sl.start) for name, sl in self.decoder.groups.items()}

@@ -1,6 +1,8 @@
-"""Per-embodiment (category-specific) layers and the action decoders of GR00T N1.5 (split variant).
+"""Per-embodiment (category-specific) layers and the action decoders.
 
-Output per step: ``[left 7, right 7, claw 2]``.
+Two layouts (``DecoderConfig.layout``): ``reference`` is GR00T N1.5's single ``action_decoder`` MLP that
+predicts every padded action dim; ``split`` is the seed's SharedBottomArmDecoder + claw MLP, whose output
+per step is ``[left 7, right 7, claw 2]``.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ from vla_policy.model.config import DecoderConfig
 class CategorySpecificLinear(nn.Module):
     """One linear layer per embodiment: W [num_categories, in, out], b [num_categories, out]."""
 
-    def __init__(self, num_categories: int, input_dim: int, output_dim: int) -> None:
+    def __init__(self, num_categories: int, input_dim: int, output_dim: int, init_std: float = 0.0) -> None:
         super().__init__()
+        self.init_std = init_std
         self.W = nn.Parameter(torch.empty(num_categories, input_dim, output_dim))
         self.b = nn.Parameter(torch.zeros(num_categories, output_dim))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # same scale as nn.Linear's default so tiny models train out of the box
-        bound = 1.0 / math.sqrt(self.W.shape[1])
         with torch.no_grad():
-            if self.W.device.type != "meta":
+            if self.W.device.type == "meta":
+                return
+            if self.init_std > 0:  # GR00T: W ~ N(0, 0.02)
+                self.W.normal_(0.0, self.init_std)
+            else:  # the seed: nn.Linear's default scale, so tiny models train out of the box
+                bound = 1.0 / math.sqrt(self.W.shape[1])
                 self.W.uniform_(-bound, bound)
 
     def forward(self, x: torch.Tensor, cat_ids: torch.Tensor) -> torch.Tensor:
@@ -38,10 +44,12 @@ class CategorySpecificLinear(nn.Module):
 class CategorySpecificMLP(nn.Module):
     """layer1 -> ReLU -> layer2, per embodiment."""
 
-    def __init__(self, num_categories: int, input_dim: int, hidden_dim: int, output_dim: int) -> None:
+    def __init__(
+        self, num_categories: int, input_dim: int, hidden_dim: int, output_dim: int, init_std: float = 0.0
+    ) -> None:
         super().__init__()
-        self.layer1 = CategorySpecificLinear(num_categories, input_dim, hidden_dim)
-        self.layer2 = CategorySpecificLinear(num_categories, hidden_dim, output_dim)
+        self.layer1 = CategorySpecificLinear(num_categories, input_dim, hidden_dim, init_std)
+        self.layer2 = CategorySpecificLinear(num_categories, hidden_dim, output_dim, init_std)
 
     def forward(self, x: torch.Tensor, cat_ids: torch.Tensor) -> torch.Tensor:
         return self.layer2(F.relu(self.layer1(x, cat_ids)), cat_ids)
@@ -78,9 +86,21 @@ class SharedBottomArmDecoder(nn.Module):
         return self.left_output_layer(left, cat_ids), self.right_output_layer(right, cat_ids)
 
 
-def build_decoders(head: nn.Module, num_categories: int, input_dim: int, config: DecoderConfig) -> None:
-    """Attach the decoders to ``head`` under GR00T names: shared_arm_decoder or action_arm_decoder,
-    and action_claw_decoder."""
+def build_decoders(
+    head: nn.Module,
+    num_categories: int,
+    input_dim: int,
+    config: DecoderConfig,
+    action_dim: int,
+    init_std: float = 0.0,
+) -> None:
+    """Attach the decoders to ``head``: ``action_decoder`` (reference layout, ``action_dim`` outputs), or
+    shared_arm_decoder / action_arm_decoder and action_claw_decoder (split layout)."""
+    if config.layout == "reference":
+        head.action_decoder = CategorySpecificMLP(
+            num_categories, input_dim, config.hidden_size, action_dim, init_std
+        )
+        return
     if config.split_arm_heads:
         head.shared_arm_decoder = SharedBottomArmDecoder(num_categories, input_dim, config)
     else:
@@ -93,7 +113,10 @@ def build_decoders(head: nn.Module, num_categories: int, input_dim: int, config:
 
 
 def decode(head: nn.Module, x: torch.Tensor, cat_ids: torch.Tensor) -> torch.Tensor:
-    """DiT action-token output [B, T, input_dim] -> [B, T, left + right + claw]."""
+    """DiT action-token output [B, T, input_dim] -> [B, T, max_action_dim] (reference layout) or
+    [B, T, left + right + claw] (split layout)."""
+    if hasattr(head, "action_decoder"):
+        return head.action_decoder(x, cat_ids)
     if hasattr(head, "shared_arm_decoder"):
         left, right = head.shared_arm_decoder(x, cat_ids)
         arms = torch.cat([left, right], dim=-1)

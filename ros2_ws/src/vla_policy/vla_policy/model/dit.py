@@ -73,11 +73,14 @@ class GELUProj(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """diffusers FeedForward('gelu-approximate'): keys net.0.proj, net.2."""
+    """diffusers FeedForward('gelu-approximate', final_dropout=True): keys net.0.proj, net.2; dropout after
+    the activation and after the output projection (net.1, net.3: no weights)."""
 
-    def __init__(self, dim: int, mult: int = 4) -> None:
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
-        self.net = nn.ModuleList([GELUProj(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)])
+        self.net = nn.ModuleList(
+            [GELUProj(dim, dim * mult), nn.Dropout(dropout), nn.Linear(dim * mult, dim), nn.Dropout(dropout)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
@@ -89,17 +92,24 @@ class Attention(nn.Module):
     """Multi-head attention with diffusers key names; K/V may come precomputed (cross-attention cache)."""
 
     def __init__(
-        self, query_dim: int, heads: int, dim_head: int, cross_attention_dim: int | None = None
+        self,
+        query_dim: int,
+        heads: int,
+        dim_head: int,
+        cross_attention_dim: int | None = None,
+        bias: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
         self.is_cross = cross_attention_dim is not None
         kv_dim = cross_attention_dim or query_dim
-        self.to_q = nn.Linear(query_dim, inner, bias=False)
-        self.to_k = nn.Linear(kv_dim, inner, bias=False)
-        self.to_v = nn.Linear(kv_dim, inner, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim), nn.Identity()])
+        # GR00T's attention (diffusers Attention(bias=True)) has q/k/v biases; the seed's had none
+        self.to_q = nn.Linear(query_dim, inner, bias=bias)
+        self.to_k = nn.Linear(kv_dim, inner, bias=bias)
+        self.to_v = nn.Linear(kv_dim, inner, bias=bias)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim), nn.Dropout(dropout)])
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -124,7 +134,7 @@ class Attention(nn.Module):
         attn_mask = None if mask is None else mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.heads * self.dim_head)
-        return self.to_out[0](out)
+        return self.to_out[1](self.to_out[0](out))
 
 
 class BasicTransformerBlock(nn.Module):
@@ -139,14 +149,18 @@ class BasicTransformerBlock(nn.Module):
         ada_norm: bool,
         eps: float,
         ff_mult: int = 4,
+        bias: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.ada_norm = ada_norm
         self.norm1: nn.Module = AdaLayerNorm(dim, eps) if ada_norm else nn.LayerNorm(dim, eps=eps)
-        self.attn1 = Attention(dim, heads, dim_head, cross_attention_dim)
+        self.attn1 = Attention(dim, heads, dim_head, cross_attention_dim, bias=bias, dropout=dropout)
+        # GR00T's blocks (final_dropout=True) drop the attention output once more before the residual
+        self.final_dropout = nn.Dropout(dropout)
         # GR00T's DiT uses non-affine norms (norm_elementwise_affine=False); the VL transformer keeps affine
         self.norm3 = nn.LayerNorm(dim, eps=eps, elementwise_affine=not ada_norm)
-        self.ff = FeedForward(dim, ff_mult)
+        self.ff = FeedForward(dim, ff_mult, dropout)
 
     def forward(
         self,
@@ -157,7 +171,7 @@ class BasicTransformerBlock(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h = self.norm1(x, temb) if self.ada_norm else self.norm1(x)
-        x = x + self.attn1(h, context=context, kv=kv, mask=mask)
+        x = x + self.final_dropout(self.attn1(h, context=context, kv=kv, mask=mask))
         return x + self.ff(self.norm3(x))
 
 
@@ -179,6 +193,8 @@ class DiT(nn.Module):
         timestep_channels: int,
         eps: float,
         ff_mult: int,
+        bias: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         dim = heads * dim_head
@@ -194,6 +210,8 @@ class DiT(nn.Module):
                     ada_norm=True,
                     eps=eps,
                     ff_mult=ff_mult,
+                    bias=bias,
+                    dropout=dropout,
                 )
                 for i in range(num_layers)
             ]
@@ -235,11 +253,15 @@ class DiT(nn.Module):
 class SelfAttentionTransformer(nn.Module):
     """``vl_self_attention``: LayerNorm blocks of self-attention + FF over the VL features [B, L, D]."""
 
-    def __init__(self, num_layers: int, dim: int, heads: int) -> None:
+    def __init__(
+        self, num_layers: int, dim: int, heads: int, bias: bool = False, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.transformer_blocks = nn.ModuleList(
             [
-                BasicTransformerBlock(dim, heads, dim // heads, None, ada_norm=False, eps=1e-5)
+                BasicTransformerBlock(
+                    dim, heads, dim // heads, None, ada_norm=False, eps=1e-5, bias=bias, dropout=dropout
+                )
                 for _ in range(num_layers)
             ]
         )

@@ -138,9 +138,12 @@ def full_velocity(v_valid: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return torch.cat([v_valid, -noise[..., d:]], dim=-1)
 
 
-def discretize(t: float, buckets: int) -> int:
-    """Timestep bucket the model is conditioned on."""
-    return min(int(t * buckets), buckets - 1)
+def step_bucket(step: int, num_steps: int, buckets: int) -> int:
+    """Timestep bucket of Euler step ``step`` of ``num_steps``: GR00T's ``int(step / N * buckets)``.
+
+    ``step / N`` is not always ``step * (1 / N)`` in floating point (N = 35, 55, 70, 95 ... differ by
+    one bucket at some steps), so the step index, not the accumulated t, is the input."""
+    return min(int(step / float(num_steps) * buckets), buckets - 1)
 
 
 def rtc_guidance_weight(t: float, beta: float) -> float:
@@ -180,8 +183,10 @@ def euler_sample(
 ) -> torch.Tensor:
     """Integrate from x_0 = noise [B, T, A] to x_1 with ``num_steps`` Euler steps -> [B, T, A].
 
-    ``velocity_fn(x_t, t, step)`` returns the valid-dim velocity. With ``rtc`` the steps are guided and
-    the frozen actions pinned (needs autograd: do not call under ``torch.inference_mode``).
+    ``velocity_fn(x_t, t, step)`` returns the velocity of the predicted dims (all of them with the
+    reference decoder, whose padded dims feed back as GR00T's do; the first ``action_dim`` with the split
+    one). With ``rtc`` the steps are guided and the frozen actions pinned (needs autograd: do not call
+    under ``torch.inference_mode``).
     """
     dt = 1.0 / num_steps
     x = noise

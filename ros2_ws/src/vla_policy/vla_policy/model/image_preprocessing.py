@@ -1,4 +1,9 @@
-"""Image preprocessing for the SigLIP tower: uint8 RGB in, resized and normalised float tensors out."""
+"""Image preprocessing for the SigLIP tower: uint8 RGB in, resized and normalised float tensors out.
+
+Two resizes (``BackboneConfig.image_preprocessing``): ``bilinear`` (the seed's: float, antialiased) and
+``eagle`` (Eagle's image processor with one tile and no thumbnail: a bicubic antialiased resize of the
+uint8 image that stays uint8, then ``(x / 255 - 0.5) / 0.5`` computed as ``(x - 127.5) / 127.5``).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,20 @@ SIGLIP_MEAN = 0.5
 SIGLIP_STD = 0.5
 
 
-def preprocess_frames(frames: np.ndarray, image_size: int) -> torch.Tensor:
-    """uint8 [F, H, W, 3] RGB -> float32 [F, 3, S, S], bilinear resize, SigLIP normalisation to [-1, 1]."""
+def preprocess_frames(frames: np.ndarray, image_size: int, mode: str = "bilinear") -> torch.Tensor:
+    """uint8 [F, H, W, 3] RGB -> float32 [F, 3, S, S], resized (``mode``), SigLIP normalisation to [-1, 1]."""
     if frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB images, got dtype {frames.dtype}")
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected [H, W, 3] or [F, H, W, 3] RGB, got shape {tuple(frames.shape)}")
+    if mode == "eagle":
+        u8 = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+        if u8.shape[-2:] != (image_size, image_size):  # uint8 in, uint8 out (rounded), as torchvision's
+            u8 = F.interpolate(
+                u8, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=True
+            )
+        scale = 255.0 * SIGLIP_STD
+        return (u8.float() - 255.0 * SIGLIP_MEAN) / scale
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-2:] != (image_size, image_size):
         # antialias avoids aliasing when downscaling camera frames (e.g. 480x640 -> 224x224)
@@ -52,5 +65,5 @@ def preprocess_images(
                     f"camera {cam!r}: expected {config.history_frames} frame(s) of [H, W, 3], "
                     f"got shape {tuple(np.asarray(images[cam]).shape)}"
                 )
-            out.append(preprocess_frames(frames, config.vision.image_size))
+            out.append(preprocess_frames(frames, config.vision.image_size, config.image_preprocessing))
     return torch.cat(out, dim=0)

@@ -7,7 +7,9 @@
 
 Modes per group (``NormalizationConfig``): ``min_max`` maps [min, max] (or [q01, q99]) to [-1, 1],
 ``mean_std`` standardises, ``identity`` passes through. State dims follow the action layout (left, right,
-claw), dims past it use the ``extra`` mode. Dims with a zero range map to 0 (and back to min).
+claw), dims past it use the ``extra`` mode; ``state_modes``/``action_modes`` (an imported checkpoint's
+per-modality modes) replace the group modes dim by dim, and dims past them are ``identity`` (padding).
+Dims with a zero range map to 0 (and back to min), as GR00T does.
 """
 
 from __future__ import annotations
@@ -118,7 +120,10 @@ class Normalizer:
         Path(path).write_text(json.dumps({k: v.to_dict() for k, v in self.stats.items()}, indent=1))
 
     # ---- per-dimension affine maps ----------------------------------------------------------------
-    def _modes(self, dim: int) -> list[str]:
+    def _modes(self, key: str, dim: int) -> list[str]:
+        explicit = {"state": self.config.state_modes, "action": self.config.action_modes}.get(key, ())
+        if explicit:
+            return [explicit[i] if i < len(explicit) else "identity" for i in range(dim)]
         modes = []
         for i in range(dim):
             mode = self.config.extra
@@ -137,7 +142,7 @@ class Normalizer:
             raise ValueError(f"{key} has {dim} dims but statistics cover {s.dim}")
         lo, hi = (s.q01, s.q99) if self.config.use_quantiles else (s.min, s.max)
         offset, scale, mm = np.zeros(dim), np.ones(dim), np.zeros(dim, dtype=bool)
-        for i, mode in enumerate(self._modes(dim)):
+        for i, mode in enumerate(self._modes(key, dim)):
             if mode == "min_max":
                 rng = hi[i] - lo[i]
                 # a constant dim normalises to 0 rather than dividing by ~0

@@ -7,6 +7,7 @@ Action experts are pluggable: ``config.expert`` picks a class from ``experts.reg
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from torch import nn
 
 from vla_policy.backends.prefix_backend import PrefixBackend, TorchPrefixBackend, select_prefix_backend
 from vla_policy.model.backbone import EagleBackbone
-from vla_policy.model.checkpoint import check_keys, load_checkpoint, save_checkpoint
+from vla_policy.model.checkpoint import CheckpointError, check_keys, load_checkpoint, save_checkpoint
 from vla_policy.model.config import BackboneConfig, ModelConfig
 from vla_policy.model.experts.registry import EXPERTS, build_expert
 from vla_policy.model.flow_matching import RTCGuidance, make_rtc_target
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 def build_backbone(config: BackboneConfig) -> EagleBackbone:
     """EagleBackbone, or CogVLABackbone (a subclass) when ``config.cogvla`` is set."""
@@ -60,13 +62,38 @@ class VLAModel(nn.Module):
             self.action_head.attach_backbone(self.backbone)
 
 
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device: no memory, no initialisation
+    (a checkpoint's weights are assigned next). Buffers (RoPE frequencies, position ids) stay real."""
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
 def trainable_groups(model: VLAModel, config: ModelConfig) -> dict[str, tuple[bool, list[nn.Module]]]:
-    """Flag -> (value, modules it controls), following GR00T N1.5's fine-tuning flags."""
+    """Flag -> (value, modules it controls), following GR00T N1.5's fine-tuning flags.
+
+    With the reference decoder layout the groups are GR00T's exactly: ``tune_projector`` covers the state
+    and action encoders, the action decoder and the position embedding, while vlln, vl_self_attention and
+    the future tokens always train. The split layout keeps the seed's grouping (all of them projector).
+    """
     eagle = model.backbone.eagle_model
     head = model.action_head
-    projector = [
-        getattr(head, n)
-        for n in (
+    reference = config.decoder.layout == "reference"
+    projector_names = (
+        ("state_encoder", "action_encoder", "action_decoder", "position_embedding")
+        if reference
+        else (
             "vlln",
             "vl_self_attention",
             "state_encoder",
@@ -77,8 +104,10 @@ def trainable_groups(model: VLAModel, config: ModelConfig) -> dict[str, tuple[bo
             "action_arm_decoder",
             "action_claw_decoder",
         )
-        if isinstance(getattr(head, n, None), nn.Module)
-    ]
+    )
+    projector = [getattr(head, n) for n in projector_names if isinstance(getattr(head, n, None), nn.Module)]
+    always_names = ("vlln", "vl_self_attention", "future_tokens") if reference else ()
+    always = [getattr(head, n) for n in always_names if isinstance(getattr(head, n, None), nn.Module)]
     diffusion = [head.model] if isinstance(getattr(head, "model", None), nn.Module) else []
     return {
         "tune_visual": (config.backbone.tune_visual, [eagle.vision_model, eagle.mlp1]),
@@ -86,7 +115,7 @@ def trainable_groups(model: VLAModel, config: ModelConfig) -> dict[str, tuple[bo
         "tune_projector": (config.action_head.tune_projector, projector),
         "tune_diffusion_model": (config.action_head.tune_diffusion_model, diffusion),
         # eagle_linear has no flag of its own: always trainable (GR00T N1.5)
-        "always": (True, [model.backbone.eagle_linear]),
+        "always": (True, [model.backbone.eagle_linear, *always]),
     }
 
 
@@ -107,7 +136,12 @@ class VLAPolicy:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         seed: int | None = 0,
+        weights: dict[str, torch.Tensor] | None = None,
+        weights_source: str = "weights",
     ) -> None:
+        """``weights`` (a full state dict, checked key by key and shape by shape; ``weights_source`` names
+        it in the error) are assigned to a model built on the meta device: nothing is initialised or
+        allocated twice."""
         self.config = config
         self.device = torch.device(device)
         self.dtype = dtype
@@ -121,10 +155,16 @@ class VLAPolicy:
         self.normalizer = normalizer or Normalizer.identity(
             h.max_state_dim, h.action_dim, config.normalization
         )
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.model = VLAModel(config)
+        if weights is not None:
+            with parameters_on_meta():
+                self.model = VLAModel(config)
+            check_keys(self.model, weights, weights_source)
+            self.model.load_state_dict(weights, strict=True, assign=True)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                self.model = VLAModel(config)
         self.model.to(device=self.device, dtype=dtype).eval()
         self.model.backbone.set_image_token_id(self.tokenizer.image_id)
         self.apply_trainable_flags()
@@ -139,16 +179,20 @@ class VLAPolicy:
         cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> VLAPolicy:
         ckpt = load_checkpoint(path, dtype=dtype)
+        try:
+            tokenizer = load_tokenizer(ckpt.config.backbone, path)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(str(exc)) from exc
         policy = cls(
             ckpt.config,
             normalizer=ckpt.normalizer,
-            tokenizer=load_tokenizer(ckpt.config.backbone, path),
+            tokenizer=tokenizer,
             device=device,
             dtype=dtype,
             seed=None,
+            weights=ckpt.state_dict,
+            weights_source=str(path),
         )
-        check_keys(policy.model, ckpt.state_dict, str(path))
-        policy.model.load_state_dict(ckpt.state_dict, strict=True)
         policy.digest = ckpt.digest
         policy.random_init = ckpt.random_init
         logger.info("loaded %s from %s (random_init=%s)", policy.name, path, ckpt.random_init)
@@ -261,7 +305,8 @@ class VLAPolicy:
         noise: torch.Tensor | None = None,
         rtc: RTCGuidance | None = None,
     ) -> ActionChunkResult:
-        """One chunk for one observation -> unnormalised actions [T, 16] split into groups, with timings.
+        """One chunk for one observation -> unnormalised actions [T, action_width] (16 with the split decoder,
+        max_action_dim with the reference one) and the groups of ``config.action_layout``, with timings.
 
         ``seed`` draws the initial noise from a private generator (bitwise reproducible on CPU); ``noise``
         [1, T, max_action_dim] or [T, max_action_dim] overrides it. ``rtc`` guides toward the previous chunk.
@@ -302,7 +347,7 @@ class VLAPolicy:
                 )
             t0 = self.clock()
             actions = self.expert.predict_chunk(
-                prefix, state, noise, target, embodiment_id=obs.embodiment_id, timings=timings
+                prefix, state, noise, target, embodiment_id=self.embodiment_of(obs), timings=timings
             )
             t1 = self.clock()
             out = self.normalizer.unnormalize_action(actions[0].float().cpu().numpy()).astype(np.float32)
@@ -310,6 +355,10 @@ class VLAPolicy:
         timings.update(expert=t1 - t0, unnormalize=t2 - t1, total=t2 - t_start)
         groups = {name: out[:, sl] for name, sl in self.config.decoder.groups.items()}
         return ActionChunkResult(actions=out, groups=groups, dt=self.config.dt, timings=timings)
+
+    def embodiment_of(self, obs: Observation) -> int:
+        """The observation's embodiment id; 0 (the Observation default) means the checkpoint's own."""
+        return obs.embodiment_id or self.config.embodiment_id
 
     # ---- training ---------------------------------------------------------------------------------
     def make_batch(
@@ -331,11 +380,14 @@ class VLAPolicy:
             mask[i, :, : a.shape[1]] = True
         batch["action"] = act.to(self.device)
         batch["action_mask"] = mask.to(self.device)
-        batch["embodiment_id"] = torch.tensor([o.embodiment_id for o in observations], device=self.device)
+        batch["embodiment_id"] = torch.tensor(
+            [self.embodiment_of(o) for o in observations], device=self.device
+        )
         return batch
 
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Flow-matching loss of a batch from :meth:`make_batch` (or the same keys precomputed)."""
+        """Flow-matching loss of a batch from :meth:`make_batch` (or the same keys precomputed); optional
+        ``noise`` and ``t`` fix the draws of the GR00T expert's loss."""
         cfg = self.config.backbone
         bb = self.model.backbone
         if getattr(self.expert, "uses_layer_kv", False):  # deep_fusion / kv_cache_expert: LLM inputs
@@ -358,7 +410,13 @@ class VLAPolicy:
         feats = bb.eagle_linear(hidden)  # trainable regardless of the backbone flags
         prefix = self.expert.prepare_prefix(feats, batch["attention_mask"], with_cross_kv=False)
         return self.expert.compute_loss(
-            prefix, batch["state"], batch["action"], batch["action_mask"], batch.get("embodiment_id")
+            prefix,
+            batch["state"],
+            batch["action"],
+            batch["action_mask"],
+            batch.get("embodiment_id"),
+            noise=batch.get("noise"),  # optional: fixed flow-matching noise [B, T, max_action_dim]
+            t=batch.get("t"),  # and time [B] (drawn when absent)
         )
 
     def cache_backbone(self, batch: dict[str, Any]) -> dict[str, Any]:

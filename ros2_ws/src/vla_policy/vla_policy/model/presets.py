@@ -1,4 +1,11 @@
-"""Named size presets: ``tiny`` (CPU default) and ``groot-n1.5`` (the full seed-000 shapes)."""
+"""Named size presets: ``tiny`` (CPU default) and ``groot-n1.5`` (the full GR00T N1.5 shapes).
+
+``groot-n1.5`` is the reference architecture exactly (what ``vla-policy import`` loads GR00T N1.5
+checkpoints into) and ``tiny`` is its small twin: attention biases, no VL attention mask, DiT eps 1e-5,
+the single decoder over all 32 padded action dims, Eagle's pixel-shuffle projector, Eagle's image resize,
+dropout 0.2 and N(0, 0.02) initialisation. The other presets keep the seed's
+architecture (:func:`seed_architecture`): split left/right/claw decoder, linear projector.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,58 @@ from vla_policy.model.config import (
 from vla_policy.strict_config import ConfigError, nearest_name
 
 
-def tiny() -> ModelConfig:
+def reference_architecture(config: ModelConfig) -> ModelConfig:
+    """``config`` with GR00T N1.5's architecture (see the module docstring); sizes unchanged."""
+    h = config.action_head
+    return dataclasses.replace(
+        config,
+        backbone=dataclasses.replace(
+            config.backbone,
+            projector="eagle",
+            pixel_shuffle=True,
+            projector_layers=2,
+            image_preprocessing="eagle",
+        ),
+        action_head=dataclasses.replace(
+            h,
+            action_dim=h.max_action_dim,
+            attention_bias=True,
+            use_vl_mask=False,
+            dropout=0.2,
+            init_std=0.02,
+            dit=dataclasses.replace(h.dit, norm_eps=1e-5),
+        ),
+        decoder=dataclasses.replace(config.decoder, layout="reference", hidden_size=h.hidden_size),
+    )
+
+
+def seed_architecture(config: ModelConfig) -> ModelConfig:
+    """``config`` with the seed's architecture: the state of a config.json without the reference keys."""
+    defaults = (BackboneConfig(), ActionHeadConfig(), DecoderConfig())
+    b, h, d = defaults
+    return dataclasses.replace(
+        config,
+        backbone=dataclasses.replace(
+            config.backbone,
+            projector=b.projector,
+            pixel_shuffle=b.pixel_shuffle,
+            projector_layers=b.projector_layers,
+            prompt=b.prompt,
+            image_preprocessing=b.image_preprocessing,
+        ),
+        action_head=dataclasses.replace(
+            config.action_head,
+            action_dim=d.output_dim,
+            attention_bias=h.attention_bias,
+            use_vl_mask=h.use_vl_mask,
+            dropout=h.dropout,
+            init_std=h.init_std,
+        ),
+        decoder=dataclasses.replace(config.decoder, layout=d.layout, group_spans=d.group_spans),
+    )
+
+
+def _tiny_sizes() -> ModelConfig:
     """CPU default: 16 patches per camera, 2-layer SigLIP/Qwen3 at width 64, 4-block DiT at width 64."""
     return ModelConfig(
         name="tiny",
@@ -54,8 +112,24 @@ def tiny() -> ModelConfig:
     )
 
 
+def tiny() -> ModelConfig:
+    """CPU default, the small twin of groot-n1.5: 4 image tokens per camera (16 patches, pixel shuffle),
+    2-layer SigLIP/Qwen3 at width 64, 4-block DiT at width 64, the reference decoder over 32 dims."""
+    return reference_architecture(_tiny_sizes())
+
+
+def tiny_seed() -> ModelConfig:
+    """``tiny`` with the seed's architecture (split decoder, 16 actions): what older checkpoints hold."""
+    return seed_architecture(_tiny_sizes())
+
+
 def groot_n15() -> ModelConfig:
-    """GR00T N1.5 shapes: SigLIP so400m at 224/14, Qwen3-1.7B cut at layer 12, DiT 16 x 1536."""
+    """GR00T N1.5 exactly: SigLIP so400m at 224/14 with Eagle's pixel-shuffle projector (64 tokens per
+    image), Qwen3-1.7B cut at layer 12, DiT 16 x 1536, one 1024 -> 1024 -> 32 decoder."""
+    return reference_architecture(_groot_n15_sizes())
+
+
+def _groot_n15_sizes() -> ModelConfig:
     return ModelConfig(
         name="groot-n1.5",
         backbone=BackboneConfig(
@@ -86,9 +160,7 @@ def groot_n15() -> ModelConfig:
             vl_self_attention_layers=4,
             vl_self_attention_heads=32,
             num_embodiments=32,  # GR00T's max_num_embodiments
-            dit=DiTConfig(
-                num_layers=16, num_attention_heads=32, attention_head_dim=48, output_dim=1024, norm_eps=1e-6
-            ),
+            dit=DiTConfig(num_layers=16, num_attention_heads=32, attention_head_dim=48, output_dim=1024),
         ),
         decoder=DecoderConfig(hidden_size=1024, cross_attention_heads=4),
     )
@@ -97,7 +169,7 @@ def groot_n15() -> ModelConfig:
 def pi0_tiny() -> ModelConfig:
     """``deep_fusion`` (PI0) on the tiny backbone: expert width 32 (half the LLM's), 10 PI0 steps."""
     return dataclasses.replace(
-        tiny(),
+        tiny_seed(),
         name="pi0-tiny",
         expert="deep_fusion",
         fusion_expert=FusionExpertConfig(hidden_size=32, intermediate_size=64, time_features=32),
@@ -109,7 +181,7 @@ def pi0() -> ModelConfig:
     """PI0 shapes (``describe`` on the meta device): PaliGemma-like prefix (SigLIP so400m 224/14, a 2B
     LM with 18 layers, width 2048, 8 heads, 1 KV head, head_dim 256; built as Qwen3 layers) and a
     Gemma-300M-like expert (width 1024, MLP 4096) sharing its head space; horizon 50, 10 steps."""
-    base = groot_n15()
+    base = seed_architecture(_groot_n15_sizes())
     return dataclasses.replace(
         base,
         name="pi0",
@@ -139,7 +211,7 @@ def pi0() -> ModelConfig:
 def alpamayo_tiny() -> ModelConfig:
     """``kv_cache_expert`` (Alpamayo-R1) on the tiny backbone: the expert is configured like the LLM."""
     return dataclasses.replace(
-        tiny(),
+        tiny_seed(),
         name="alpamayo-tiny",
         expert="kv_cache_expert",
         fusion_expert=FusionExpertConfig(time_features=32),
@@ -151,7 +223,7 @@ def alpamayo() -> ModelConfig:
     """Alpamayo-R1 shapes (``describe`` on the meta device): a Qwen2.5-VL-7B-like LM (28 layers, width 3584,
     28 heads, 4 KV heads, head_dim 128) whose whole KV cache feeds an expert configured like it, with a
     narrower MLP (4864, about 2.3B parameters as reported); 4 frames of history per camera."""
-    base = groot_n15()
+    base = seed_architecture(_groot_n15_sizes())
     return dataclasses.replace(
         base,
         name="alpamayo",
@@ -181,7 +253,7 @@ def tiny_cogvla() -> ModelConfig:
     """``tiny`` with every CogVLA prefix option (CogVLA): FiLM, 4 aggregation tokens per image
     (16 -> 4, CogVLA's 256 -> 64 ratio), SigLIP + DINOv2 with a router, and pruning of the image tokens
     to 1/2 before LLM layer 1 (the tiny LLM has 2 layers)."""
-    base = tiny()
+    base = tiny_seed()
     cog = CogVLAConfig(
         film=True,
         aggregation_tokens=4,
@@ -199,7 +271,7 @@ def groot_n15_cogvla() -> ModelConfig:
     """``groot-n1.5`` with CogVLA's full-size options: 64 aggregation tokens per image (256 -> 64), FiLM,
     SigLIP + DINOv2-L/14 at 224 (256 patches, as SigLIP's grid) with a router, and pruning at LLM layers
     3/6/9 keeping 75/50/25 % of the image tokens."""
-    base = groot_n15()
+    base = seed_architecture(_groot_n15_sizes())
     cog = CogVLAConfig(
         film=True,
         aggregation_tokens=64,
@@ -218,8 +290,9 @@ def groot_n15_cogvla() -> ModelConfig:
 
 def tiny_aloha() -> ModelConfig:
     """``tiny`` trained from scratch on the ALOHA simulation (models/tiny-aloha-transfer-cube): every part
-    trainable, since a random frozen vision encoder cannot learn where the cube is."""
-    base = tiny()
+    trainable, since a random frozen vision encoder cannot learn where the cube is. The seed's
+    architecture (split decoder, 16 actions), as the shipped policy was trained."""
+    base = tiny_seed()
     return dataclasses.replace(
         base,
         name="tiny-aloha",
@@ -229,6 +302,7 @@ def tiny_aloha() -> ModelConfig:
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
+    "tiny-seed": tiny_seed,
     "tiny-aloha": tiny_aloha,
     "groot-n1.5": groot_n15,
     "pi0-tiny": pi0_tiny,

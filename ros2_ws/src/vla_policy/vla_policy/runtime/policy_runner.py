@@ -29,11 +29,6 @@ logger = logging.getLogger(__name__)
 WARMUP_SEED = 0
 
 
-def action_layout(policy: VLAPolicy) -> dict[str, tuple[int, int]]:
-    """group -> (offset, size) in the action vector, from the decoder's groups."""
-    return {name: (sl.start, sl.stop - sl.start) for name, sl in policy.config.decoder.groups.items()}
-
-
 class PolicyRunner:
     """A loaded, warm policy and what the runtime needs to know about it (``info``)."""
 
@@ -54,11 +49,13 @@ class PolicyRunner:
             )
         except Exception as exc:  # any load error becomes the worker's one-line reason
             raise WorkerFailure(one_line(f"cannot load checkpoint '{spec.checkpoint}': {exc}")) from exc
+        cfg = policy.config
         try:
-            warmup_s, action_dim = cls._warm_up(policy, spec)
+            warmup_s, width = cls._warm_up(policy, spec)
         except Exception as exc:
             raise WorkerFailure(one_line(f"warm-up inference failed: {exc}")) from exc
-        cfg = policy.config
+        if width != cfg.action_width:
+            raise WorkerFailure(f"the policy returns {width} action dims, its config says {cfg.action_width}")
         info = ModelInfo(
             name=policy.name,
             cameras=tuple(cfg.backbone.cameras),
@@ -67,8 +64,8 @@ class PolicyRunner:
             horizon=cfg.action_horizon,
             dt=float(cfg.dt),
             max_state_dim=cfg.action_head.max_state_dim,
-            action_dim=action_dim,
-            action_layout=action_layout(policy),
+            action_dim=cfg.action_width,
+            action_layout=cfg.action_layout,
             backend=backend,
             backend_skipped=tuple(one_line(r) for r in policy.prefix_backend.skipped),
             warmup_s=warmup_s,

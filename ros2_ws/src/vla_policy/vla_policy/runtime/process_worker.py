@@ -168,8 +168,8 @@ class ProcessWorker(InferenceWorker):
             except OSError:
                 pass  # the child is going anyway
             _end(proc, self.close_grace)
-        elif proc is not None:
-            proc.wait()
+        if proc is not None:
+            logger.info("inference worker %d ended (%s)", proc.pid, describe_exit(proc.wait()))
         if self._conn is not None:
             self._conn.close()
             self._conn = None

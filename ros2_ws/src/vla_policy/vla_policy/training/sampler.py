@@ -134,6 +134,8 @@ class MicroBatches(Dataset):
         return max(0, self.stop - self.start) * self.plan.grad_accum
 
     def __getitem__(self, k: int) -> tuple[int, int, dict[str, Any], float]:
+        if not 0 <= k < len(self):
+            raise IndexError(f"micro-batch {k} of {len(self)}")
         t0 = time.perf_counter()
         step = self.start + k // self.plan.grad_accum
         j = self.plan.micro_index(self.rank, k % self.plan.grad_accum)
