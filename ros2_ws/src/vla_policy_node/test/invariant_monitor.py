@@ -69,6 +69,7 @@ class InvariantMonitor:
         self.lock = lock if lock is not None else threading.RLock()
         self.commands: dict[str, list[tuple[float, list[float]]]] = {g: [] for g in self.group_joints}
         self.trajectories: dict[str, list[Any]] = {g: [] for g in self.group_joints}
+        self.trajectory_times: dict[str, list[float]] = {g: [] for g in self.group_joints}  # monotonic
         self.chunks: list[Any] = []
         self.statuses: list[Any] = []
         self.counts: dict[str, int] = {}
@@ -77,6 +78,7 @@ class InvariantMonitor:
         self._last_cmd: dict[str, list[float]] = {}
         self._pending: list[str] = []  # non-hold commands seen while the last status was not RUNNING
         self._last_state: int | None = None
+        self._stalled = False
         self._last_kind: dict[str, str] = {}  # group -> "hold" | "move" (the last command's kind)
         for group in self.group_joints:
             node.create_subscription(
@@ -133,7 +135,8 @@ class InvariantMonitor:
         return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
 
     def _not_running(self) -> bool:
-        return self._last_state is not None and self._last_state != RUNNING
+        # a control loop reported stalled (the watchdog) commands again as soon as it ticks: not a hold
+        return self._last_state is not None and self._last_state != RUNNING and not self._stalled
 
     def _note_command(self, what: str, is_hold: bool) -> None:
         if not is_hold and self._not_running():
@@ -227,8 +230,10 @@ class InvariantMonitor:
                 prev_t, prev_p = t, (pos if ok else None)
             self._note_command(what, len(msg.points) == 1)
             self.trajectories[group].append(msg)
+            self.trajectory_times[group].append(time.monotonic())
             if len(self.trajectories[group]) > self.keep_history:
                 del self.trajectories[group][: self.keep_history // 2]
+                del self.trajectory_times[group][: self.keep_history // 2]
         if self.on_trajectory is not None:
             self.on_trajectory(group, msg)
 
@@ -258,6 +263,7 @@ class InvariantMonitor:
                     self._violation(f"non-hold {text}")
             self._pending.clear()
             self._last_state = state
+            self._stalled = state != RUNNING and str(msg.reason).startswith("control loop stalled")
             self.statuses.append(msg)
             if len(self.statuses) > self.keep_history:
                 del self.statuses[: self.keep_history // 2]

@@ -70,7 +70,10 @@ class Inputs:
 
     # ok | off | bad_encoding | wrong_size | short_data | corrupt (CompressedImage only)
     camera_mode: dict[str, str] = field(default_factory=lambda: dict.fromkeys(CAMERAS, "ok"))
-    joint_mode: str = "ok"  # ok | nan | inf | huge | missing | unknown | off
+    # ok | nan | inf | huge | missing | unknown | off | duplicate (a name twice) | empty (no positions) |
+    # extra (more positions than names)
+    joint_mode: str = "ok"
+    camera_every: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CAMERAS, 1))  # rate divider
     stamp_mode: str = "ok"  # ok | old (10 s in the past) | out_of_order (every other stamp 0.1 s older)
     positions: dict[str, float] = field(
         default_factory=lambda: {n: 0.0 for g in GROUP_JOINTS.values() for n in g}
@@ -112,6 +115,7 @@ class Harness:
         self.diagnostics: list[Any] = []
         self._rng = np.random.default_rng(0)
         self._joint_seq = 0
+        self._camera_ticks = 0
         self._following: dict[str, tuple[float, list[tuple[float, list[float]]]]] = {}
         self.monitor = InvariantMonitor(
             self.node,
@@ -176,6 +180,23 @@ class Harness:
     def publish_instruction(self, text: str) -> None:
         self.instruction_pub.publish(self._String(data=text))
 
+    def publish_instruction_bytes(self, raw: bytes) -> None:
+        """A std_msgs/String whose data are these bytes, valid UTF-8 or not (serialized CDR by hand:
+        rclpy would encode a str)."""
+        data = raw + b"\x00"
+        cdr = b"\x00\x01\x00\x00" + len(data).to_bytes(4, "little") + data
+        self.instruction_pub.publish(cdr)
+
+    def diagnostic_value(self, key: str) -> str | None:
+        """The newest value of ``key`` in any /diagnostics status."""
+        with self.lock:
+            for arr in reversed(self.diagnostics):
+                for st in arr.status:
+                    for kv in st.values:
+                        if kv.key == key:
+                            return str(kv.value)
+        return None
+
     @property
     def violations(self) -> list[str]:
         return self.monitor.violations
@@ -197,9 +218,10 @@ class Harness:
         from vla_policy.data.image_codec import encode_compressed
 
         stamp = self._stamp()
+        self._camera_ticks += 1
         for cam, typ in zip(CAMERAS, CAMERA_TYPES, strict=True):
             mode = self.inputs.camera_mode[cam]
-            if mode == "off":
+            if mode == "off" or self._camera_ticks % self.inputs.camera_every[cam]:
                 continue
             size = IMAGE_SIZE * 2 if mode == "wrong_size" else IMAGE_SIZE
             rgb = self._rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
@@ -243,6 +265,12 @@ class Harness:
             names, pos = names[1:], pos[1:]
         elif mode == "unknown":
             names = [f"mystery_{i}" for i in range(len(names))]
+        elif mode == "duplicate":
+            names[1] = names[0]
+        elif mode == "empty":
+            pos = []
+        elif mode == "extra":
+            pos = [*pos, 0.0, 0.0]
         msg.name = names
         msg.position = [float(p) for p in pos]
         self.joint_pub.publish(msg)
@@ -253,8 +281,9 @@ class Harness:
             self.diagnostics.append(msg)
 
     def measured(self, group: str) -> list[float]:
-        """The position the fake robot reports for ``group`` (what the node measures)."""
+        """Where the fake robot is now for ``group`` (what the node measures)."""
         with self.lock:
+            self._advance_following()
             return [self.inputs.positions[n] for n in GROUP_JOINTS[group]]
 
     def _echo_command(self, group: str, values: list[float]) -> None:
@@ -266,25 +295,29 @@ class Harness:
                 self.inputs.positions[name] = v
 
     def _follow_trajectory(self, group: str, msg: Any) -> None:
-        """A fake joint trajectory controller: the measured position steps through the points in time."""
+        """A fake joint trajectory controller: from where the arm is when the trajectory arrives, linearly
+        through the points at their times after the header stamp (as ros2_control's JTC interpolates)."""
         if not self.inputs.echo_commands or not msg.points:
             return
         points = [
             (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, [float(v) for v in p.positions])
             for p in msg.points
         ]
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self.lock:
-            self._following[group] = (time.monotonic(), points)
             self._advance_following()
+            start = [self.inputs.positions[n] for n in GROUP_JOINTS[group]]
+            self._following[group] = (stamp, [(0.0, start), *points])
 
     def _advance_following(self) -> None:
-        now = time.monotonic()
-        for group, (t0, points) in list(self._following.items()):
-            reached = [pos for t, pos in points if t <= now - t0]
-            if reached:
-                for name, v in zip(GROUP_JOINTS[group], reached[-1], strict=False):
-                    if math.isfinite(v):
-                        self.inputs.positions[name] = v
+        now = self.node.get_clock().now().nanoseconds * 1e-9
+        for group, (stamp, points) in list(self._following.items()):
+            t = now - stamp
+            times = [pt for pt, _ in points]
+            for j, name in enumerate(GROUP_JOINTS[group]):
+                value = float(np.interp(t, times, [pos[j] for _, pos in points]))
+                if math.isfinite(value):
+                    self.inputs.positions[name] = value
 
     # --- queries ---------------------------------------------------------------------------------
     def latest_status(self) -> Any | None:

@@ -73,6 +73,8 @@ class ReliabilityReport:
                     name, result, text, monitor.messages_checked - m0, new_v, round(time.monotonic() - t0, 2)
                 )
             )
+        if new_v:  # the scenario's own checks passed, but the monitor saw an unsafe or malformed output
+            raise AssertionError(f"scenario {name}: {error}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

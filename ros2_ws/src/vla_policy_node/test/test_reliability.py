@@ -9,8 +9,10 @@ the node process alive afterwards, and no new invariant-monitor violation during
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -432,6 +434,10 @@ class TestSimTimeClockJump:
                 assert h.wait_for(lambda: h.count_commands() > 20, 30.0)
                 sim["t"] -= 5.0
                 notes.append("jumped back 5 s")
+                # issue 21, item 4: the loop wakes, holds and says why (it slept 5 s silently, RUNNING); the
+                # hold lasts until the next inputs, too short for the status rate: diagnostics count it
+                assert h.wait_for(lambda: int(h.diagnostic_value("clock_jumps_back") or 0) >= 1, 20.0)
+                notes.append("the runtime counted the jump and held (diagnostics clock_jumps_back)")
                 _recovers(h)
                 _alive(proc)
                 notes.append(f"commanding again; last status: {h.latest_status().reason[:60]}")
@@ -472,6 +478,345 @@ class TestLifecycleCycles:
                 REPORT.extra["lifecycle_rss_growth_mb"] = round(growth_mb, 2)
                 assert growth_mb < 20.0, notes[-1]
                 assert h.lifecycle_state() == "unconfigured"
+                _alive(proc)
+        finally:
+            _close(proc, h)
+
+
+# --- issue 21: trajectory-mode holds, the worker process, inputs that jump, live limits -----------------
+def _holds_since(h: Harness, n0: dict[str, int]) -> dict[str, int]:
+    """One-point (hold) trajectories per group received after the counts ``n0``."""
+    with h.lock:
+        return {g: sum(len(t.points) == 1 for t in h.trajectories[g][n0[g] :]) for g in GROUP_JOINTS}
+
+
+def _counts(h: Harness) -> dict[str, int]:
+    with h.lock:
+        return {g: len(h.trajectories[g]) for g in GROUP_JOINTS}
+
+
+def _chunks_after(h: Harness, n: int) -> bool:
+    return h.count_chunks() > n
+
+
+def _worker_pid(h: Harness) -> int:
+    """The inference worker's pid from a /diagnostics message sent while RUNNING (not an older one)."""
+    assert h.wait_status(lambda s: s.state == RUNNING, 60.0) is not None
+    n = len(h.diagnostics)
+    assert h.wait_for(lambda: len(h.diagnostics) > n + 1, 20.0)
+    pid = int(h.diagnostic_value("worker_pid") or 0)
+    assert pid > 0
+    return pid
+
+
+class TestTrajectorySafety:
+    """The real tiny model in trajectory mode, the model in its own process (the default)."""
+
+    @pytest.fixture(scope="class")
+    def system(
+        self, tiny_checkpoint: Path, module_ros_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[tuple[subprocess.Popen, Harness, Path]]:
+        tmp = tmp_path_factory.mktemp("reliability_trajectory")
+        # a hang is declared after 3 s: the tiny model takes well under a second even on a loaded machine
+        params = node_params(tiny_checkpoint, output_mode="trajectory", inference_timeout=3.0)
+        proc = start_node(write_params_file(tmp / "params.yaml", params), module_ros_env, tmp / "node.log")
+        harness = Harness()
+        harness.publish_instruction(INSTRUCTION)
+        try:
+            _wait_running(harness, proc)
+            yield proc, harness, tmp
+        finally:
+            _close(proc, harness)
+
+    @pytest.mark.parametrize(
+        ("mode", "what"),
+        [
+            ("off", "the joint state stops"),
+            ("duplicate", "a joint name twice"),
+            ("empty", "an empty position array"),
+            ("extra", "more positions than names"),
+        ],
+    )
+    def test_trajectory_hold_lands_at_the_robot(self, system, mode: str, what: str) -> None:
+        """Issue 21, item 1: the hold is a one-point trajectory at the robot (the monitor checks its
+        distance from the measured position against max_velocity), not at an internal value."""
+        proc, h, _ = system
+        with REPORT.scenario(f"trajectory_hold_joint_{mode}", h.monitor, what) as notes:
+            n0 = _counts(h)
+            h.inputs.joint_mode = mode
+            try:
+                notes.append(_holds_with(h, "joint state"))
+                assert h.wait_for(lambda: all(v >= 1 for v in _holds_since(h, n0).values()), 20.0), (
+                    "no hold trajectory"
+                )
+            finally:
+                h.inputs.joint_mode = "ok"
+            _recovers(h)
+            _alive(proc)
+
+    def test_process_stall_3s(self, system) -> None:
+        import signal
+
+        proc, h, _ = system
+        with REPORT.scenario("process_stall_3s", h.monitor, "the node process stopped for 3 s") as notes:
+            proc.send_signal(signal.SIGSTOP)
+            time.sleep(3.0)  # the stall itself is the scenario
+            proc.send_signal(signal.SIGCONT)
+            _recovers(h)
+            _alive(proc)
+            notes.append("resumed and commanding; every trajectory after the stall checked by the monitor")
+
+    def test_joint_state_jump(self, system) -> None:
+        """The arm is pushed 0.3 rad while the node runs: the next trajectory starts at the new position."""
+        proc, h, _ = system
+        with REPORT.scenario("joint_state_jump", h.monitor, "every measured joint jumps by 0.3 rad") as notes:
+            h.inputs.echo_commands = False  # the pushed arm stays where it was pushed
+            try:
+                with h.lock:
+                    for name in h.inputs.positions:
+                        h.inputs.positions[name] = max(-0.9, min(0.9, h.inputs.positions[name] + 0.3))
+                n = h.count_chunks()
+                assert h.wait_for(lambda: _chunks_after(h, n + 2), 30.0)
+            finally:
+                h.inputs.echo_commands = True
+            notes.append("trajectories after the jump start at the measured position (monitor)")
+            _alive(proc)
+
+    def test_cameras_at_different_rates(self, system) -> None:
+        proc, h, _ = system
+        with REPORT.scenario(
+            "cameras_at_different_rates", h.monitor, "head 5 Hz, right wrist 7.5 Hz, left wrist 15 Hz for 3 s"
+        ) as notes:
+            h.inputs.camera_every.update(head=3, right_wrist=2)
+            try:
+                n = h.count_chunks()
+                assert h.wait_for(lambda: _chunks_after(h, n + 3), 30.0)
+                status = h.latest_status()
+                assert status is not None and status.state == RUNNING, status
+                notes.append(f"{h.count_chunks() - n} chunks while the rates differed; RUNNING")
+            finally:
+                h.inputs.camera_every.update(head=1, right_wrist=1)
+            _alive(proc)
+
+    def test_instruction_with_invalid_utf8(self, system) -> None:
+        """Issue 21, item 6: refused, HOLDING with the reason in status and diagnostics."""
+        proc, h, _ = system
+        with REPORT.scenario("instruction_invalid_utf8", h.monitor, "instruction bytes 0xff 0xfe") as notes:
+            h.publish_instruction_bytes(b"pick up the \xff\xfe cube")
+            try:
+                notes.append(_holds_with(h, "UTF-8"))
+                assert h.wait_for(
+                    lambda: "UTF-8" in (h.diagnostic_value("instruction.last_error") or ""), 20.0
+                )
+            finally:
+                h.publish_instruction(INSTRUCTION)
+            _recovers(h)
+            _alive(proc)
+
+    def test_worker_killed(self, system) -> None:
+        """Issue 18: SIGKILL of the inference worker: FAULT with the reason, a hold, a restart with
+        backoff, RUNNING again by itself."""
+        import signal
+
+        proc, h, _ = system
+        with REPORT.scenario("worker_sigkill", h.monitor, "SIGKILL to the inference worker process") as notes:
+            pid = _worker_pid(h)
+            n0 = _counts(h)
+            killed_at = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            fault = h.wait_status(lambda s: s.state == FAULT and "SIGKILL" in s.reason, 20.0)
+            assert fault is not None, h.latest_status()
+            notes.append(f"FAULT: {fault.reason[:70]}")
+            assert h.wait_for(lambda: all(v >= 1 for v in _holds_since(h, n0).values()), 20.0), "no hold"
+            with h.lock:
+                first_hold = min(
+                    t
+                    for g in GROUP_JOINTS
+                    for t, m in zip(
+                        h.monitor.trajectory_times[g][n0[g] :], h.trajectories[g][n0[g] :], strict=True
+                    )
+                    if len(m.points) == 1
+                )
+            notes.append(f"hold {first_hold - killed_at:.3f} s after the kill")
+            _recovers(h, timeout=120.0)
+            new_pid = int(h.diagnostic_value("worker_pid") or 0)
+            assert h.wait_for(lambda: int(h.diagnostic_value("worker_pid") or 0) not in (0, pid), 20.0)
+            notes.append(f"restarted (worker {pid} -> {new_pid}), RUNNING")
+            _alive(proc)
+
+    def test_worker_hangs(self, system) -> None:
+        """A worker stopped mid-request (SIGSTOP): hung after inference_timeout, killed, restarted."""
+        import signal
+
+        proc, h, _ = system
+        with REPORT.scenario("worker_hang_sigstop", h.monitor, "SIGSTOP to the inference worker") as notes:
+            pid = _worker_pid(h)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                fault = h.wait_status(lambda s: s.state == FAULT and "hung" in s.reason, 30.0)
+                assert fault is not None, h.latest_status()
+                notes.append(f"FAULT: {fault.reason[:70]}")
+                _recovers(h, timeout=120.0)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            assert h.wait_for(lambda: int(h.diagnostic_value("worker_pid") or 0) not in (0, pid), 20.0)
+            notes.append("the hung worker was replaced; RUNNING")
+            _alive(proc)
+
+    def test_limits_tightened_at_run_time(self, system) -> None:
+        """The safety limits are dynamic: a slower max_velocity and a narrower range apply at once."""
+        proc, h, _ = system
+        with REPORT.scenario(
+            "limits_tightened_live", h.monitor, "max_velocity 1.0 -> 0.2 rad/s, range [-1, 1] -> [-0.5, 0.5]"
+        ) as notes:
+            assert h.set_parameter("limits.max_velocity", [0.2])[0]
+            assert h.set_parameter("limits.position_lower", [-0.5])[0]
+            assert h.set_parameter("limits.position_upper", [0.5])[0]
+            try:
+                n0 = _counts(h)
+                assert h.wait_for(
+                    lambda: (
+                        h.count_chunks() > 0
+                        and all(
+                            any(len(t.points) > 1 for t in h.trajectories[g][n0[g] :]) for g in GROUP_JOINTS
+                        )
+                    ),
+                    30.0,
+                )
+                with h.lock:
+                    fresh = [t for g in GROUP_JOINTS for t in h.trajectories[g][n0[g] :] if len(t.points) > 1]
+                for traj in fresh:
+                    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in traj.points]
+                    pts = [list(p.positions) for p in traj.points]
+                    for a, b, ta, tb in zip(pts, pts[1:], times, times[1:], strict=False):
+                        step = max(abs(x - y) for x, y in zip(a, b, strict=True))
+                        assert step <= 0.2 * (tb - ta) + 1e-6, (step, tb - ta)
+                    assert all(-0.5 - 1e-9 <= v <= 0.5 + 1e-9 for p in pts for v in p)
+                notes.append(f"{len(fresh)} trajectories after the change: within 0.2 rad/s and [-0.5, 0.5]")
+            finally:
+                assert h.set_parameter("limits.position_lower", [-1.0])[0]
+                assert h.set_parameter("limits.position_upper", [1.0])[0]
+                assert h.set_parameter("limits.max_velocity", [1.0])[0]
+            _alive(proc)
+
+    def test_parameter_changes_of_every_kind(self, system) -> None:
+        proc, h, _ = system
+        with REPORT.scenario(
+            "parameter_changes_every_kind",
+            h.monitor,
+            "read-only, wrong type, contradictory, next-configure, 0 Hz",
+        ) as notes:
+            ok, reason = h.set_parameter("status_rate_hz", 50.0)
+            assert not ok and "read-only" in reason, reason
+            ok, reason = h.set_parameter("control_rate_hz", "fast")
+            assert not ok, reason
+            ok, reason = h.set_parameter("limits.position_lower", [1.5])  # above the upper limit of 1.0
+            assert not ok and "position_lower >= position_upper" in reason, reason
+            assert h.set_parameter("control_rate_hz", 0.0)[0]  # 0 = 1 / dt, settable at run time
+            assert h.set_parameter("blending", "temporal_ensemble")[0]  # takes effect at the next configure
+            assert h.wait_status(lambda s: s.state == RUNNING, 10.0) is not None
+            assert h.set_parameter("blending", "none")[0]
+            notes.append("refused: read-only, wrong type, contradictory limits; accepted: 0 Hz, blending")
+            _alive(proc)
+
+    def test_deactivate_holds_in_trajectory_mode(self, system) -> None:
+        proc, h, _ = system
+        with REPORT.scenario("deactivate_hold_trajectory", h.monitor, "deactivate while commanding") as notes:
+            assert h.change_state(DEACTIVATE)
+            for group in GROUP_JOINTS:
+                ok, why = h.monitor.last_command_is_hold(group, h.measured(group))
+                assert ok, why
+                notes.append(f"{group}: {why}")
+            assert h.change_state(ACTIVATE)
+            _recovers(h)
+            _alive(proc)
+
+
+class TestLifecycleSafety:
+    """The scripted fake model: lifecycle orders, shutdown from active, the highest control rate."""
+
+    def _system(self, tmp: Path, env: dict[str, str], **params: Any) -> tuple[subprocess.Popen, Harness]:
+        h = Harness()
+        h.publish_instruction(INSTRUCTION)
+        return _fake_node(tmp, env, {"horizon": 8}, **params), h
+
+    @pytest.mark.parametrize("mode", ["trajectory", "forward"])
+    def test_shutdown_from_active_holds(
+        self, module_ros_env: dict[str, str], tmp_path: Path, mode: str
+    ) -> None:
+        """Issue 21, item 2: the lifecycle shutdown transition from active sends a hold first."""
+        from lifecycle_msgs.msg import Transition
+
+        proc, h = self._system(tmp_path, module_ros_env, output_mode=mode)
+        try:
+            with REPORT.scenario(
+                f"shutdown_from_active_{mode}", h.monitor, "lifecycle shutdown while active"
+            ) as notes:
+                _wait_running(h, proc, 60.0)
+                assert h.wait_for(
+                    lambda: h.count_commands() + sum(map(len, h.trajectories.values())) > 5, 30.0
+                )
+                assert h.change_state(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+                assert h.lifecycle_state() == "finalized"
+                time.sleep(0.5)  # the last messages in flight
+                for group in GROUP_JOINTS:
+                    ok, why = h.monitor.last_command_is_hold(group, h.measured(group))
+                    assert ok, why
+                    notes.append(f"{group}: {why}")
+                _alive(proc)
+        finally:
+            _close(proc, h)
+
+    def test_lifecycle_transitions_in_every_wrong_order(
+        self, module_ros_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        from lifecycle_msgs.msg import Transition as T  # noqa: N817
+
+        proc, h = self._system(tmp_path, module_ros_env, output_mode="forward", autostart=False)
+        wrong = {
+            "unconfigured": [T.TRANSITION_ACTIVATE, T.TRANSITION_DEACTIVATE, T.TRANSITION_CLEANUP],
+            "inactive": [T.TRANSITION_CONFIGURE, T.TRANSITION_DEACTIVATE],
+            "active": [T.TRANSITION_CONFIGURE, T.TRANSITION_CLEANUP, T.TRANSITION_ACTIVATE],
+        }
+        path = {"unconfigured": T.TRANSITION_CONFIGURE, "inactive": T.TRANSITION_ACTIVATE}
+        try:
+            with REPORT.scenario(
+                "lifecycle_wrong_orders", h.monitor, "every transition that is invalid in each primary state"
+            ) as notes:
+                for state, transitions in wrong.items():
+                    assert h.lifecycle_state() == state
+                    for tr in transitions:
+                        assert not h.change_state(tr), (state, tr)
+                        assert h.lifecycle_state() == state
+                    if state in path:
+                        assert h.change_state(path[state])
+                    notes.append(f"{state}: {len(transitions)} refused")
+                _recovers(h)
+                assert h.change_state(T.TRANSITION_DEACTIVATE) and h.change_state(T.TRANSITION_CLEANUP)
+                _alive(proc)
+        finally:
+            _close(proc, h)
+
+    def test_highest_control_rate(self, module_ros_env: dict[str, str], tmp_path: Path) -> None:
+        """Issue 21, item 3: at the highest rate the schema allows (500 Hz) the velocity bound holds (the
+        monitor's windows) and the diagnostics say how well the rate is kept; 1 MHz is refused."""
+        proc, h = self._system(tmp_path, module_ros_env, output_mode="forward", control_rate_hz=500.0)
+        try:
+            with REPORT.scenario(
+                "control_rate_500hz", h.monitor, "forward output at 500 Hz for 3 s"
+            ) as notes:
+                _wait_running(h, proc, 60.0)
+                n = h.count_commands()
+                assert h.wait_for(lambda: h.count_commands() > n + 300, 60.0)
+                assert h.wait_for(lambda: h.diagnostic_value("rate_hz") is not None, 20.0)
+                notes.append(
+                    f"rate {float(h.diagnostic_value('rate_hz') or 0):.0f} Hz, "
+                    f"{h.diagnostic_value('deadline_misses')} deadline misses of "
+                    f"{h.diagnostic_value('ticks')} ticks"
+                )
+                ok, reason = h.set_parameter("control_rate_hz", 1e6)
+                assert not ok and "control_rate_hz" in reason
                 _alive(proc)
         finally:
             _close(proc, h)

@@ -1,22 +1,29 @@
-"""Control-loop jitter benchmark: the node's control timer at 50 Hz with inference running all the time,
-beside a bare rclpy timer (the baseline) in the same process and the same run.
+"""Control-loop jitter benchmark: the node's control loop at 50 Hz with inference running all the time,
+against a bare rclpy timer in a process of its own (the baseline), measured in the same run.
 
-    bench_control [--checkpoint DIR] [--duration 20] [--rate 50] [--json out.json]
+    bench_control [--checkpoint DIR] [--duration 20] [--rate 50] [--workers process,thread] [--hog 2]
+                  [--json out.json]
 
-Reports, for both timers, |interval - period| p50/p99/max (ms) and deadline misses (an interval longer
-than 1.5 periods), plus the inference latency and chunk count. Without --checkpoint a random tiny
+For each inference worker kind (``process``: the model in its own process, the default; ``thread``: the
+model in the node's process, sharing its GIL), the node runs for ``--duration`` seconds while a baseline
+process ticks a bare rclpy timer at the same rate; ``--hog N`` keeps N busy processes beside them. Reports
+|interval - period| p50/p99/max (ms), deadline misses (an interval longer than 1.5 periods), the worst gap,
+the inference latency and chunk count, and the ratios node / baseline. Without --checkpoint a random tiny
 checkpoint is written to a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,7 @@ LOG = logging.getLogger("bench_control")
 CAMERAS = ("head", "left_wrist", "right_wrist")
 
 
-def _stats(intervals: list[float], period: float, factor: float = 1.5) -> dict[str, float]:
+def interval_stats(intervals: list[float], period: float, factor: float = 1.5) -> dict[str, float]:
     arr = np.asarray(intervals, dtype=np.float64)
     if arr.size == 0:
         return {"ticks": 0}
@@ -37,6 +44,7 @@ def _stats(intervals: list[float], period: float, factor: float = 1.5) -> dict[s
         "jitter_p50_ms": jitter.median * 1e3,
         "jitter_p99_ms": jitter.p99 * 1e3,
         "jitter_max_ms": jitter.max * 1e3,
+        "worst_gap_ms": float(arr.max()) * 1e3,
         "deadline_misses": int(np.count_nonzero(arr > factor * period)),
     }
 
@@ -50,9 +58,46 @@ def _make_checkpoint(root: Path) -> Path:
     return out
 
 
-def run(
-    checkpoint: Path, duration: float, rate: float, torch_threads: int, control_loop: str = "thread"
+@contextlib.contextmanager
+def cpu_hogs(n: int) -> Iterator[None]:
+    """``n`` processes spinning on a core each, for as long as the block runs."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
+def baseline(duration: float, rate: float) -> list[float]:
+    """A bare rclpy timer in this process (run it as its own process: ``--baseline``)."""
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node("bench_baseline")
+    intervals: list[float] = []
+    last: list[float | None] = [None]
+
+    def _tick() -> None:
+        t = time.perf_counter()
+        if last[0] is not None:
+            intervals.append(t - last[0])
+        last[0] = t
+
+    node.create_timer(1.0 / rate, _tick)
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return intervals
+
+
+def run_node(
+    checkpoint: Path, duration: float, rate: float, torch_threads: int, worker: str
 ) -> dict[str, Any]:
+    """The node (in this process) with synthetic inputs, inference all the time, and a baseline process."""
     import rclpy
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
     from rclpy.executors import MultiThreadedExecutor
@@ -63,9 +108,7 @@ def run(
 
     from vla_policy_node.node import VLAPolicyNode
 
-    sys.setswitchinterval(0.001)  # as the node's main() does
     rclpy.init()
-    period = 1.0 / rate
     names = [f"left_joint_{i}" for i in range(6)] + [f"right_joint_{i}" for i in range(6)]
     names += ["left_gripper", "right_gripper"]
     overrides = {
@@ -74,32 +117,20 @@ def run(
         "output_mode": "forward",
         "refill_threshold": 0.99,  # ask for the next chunk at once: inference runs all the time
         "torch_threads": torch_threads,
-        "control_loop": control_loop,
+        "inference_worker": worker,
         "cameras.topics": [f"/bench/{c}" for c in CAMERAS],
         "max_image_age": 1.0,
         "max_state_age": 1.0,
     }
     node = VLAPolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-
-    side = rclpy.create_node("bench_side")
-    baseline: list[float] = []
-    last = [None]
-
-    def _baseline_tick() -> None:
-        t = time.perf_counter()
-        if last[0] is not None:
-            baseline.append(t - last[0])
-        last[0] = t
-
-    side.create_timer(period, _baseline_tick, callback_group=MutuallyExclusiveCallbackGroup())
+    side = rclpy.create_node("bench_inputs")
     cam_pubs = [side.create_publisher(Image, f"/bench/{c}", qos_profile_sensor_data) for c in CAMERAS]
     joint_pub = side.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
     latched = QoSProfile(
         depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
     )
     instr_pub = side.create_publisher(String, "/instruction", latched)
-    rng = np.random.default_rng(0)
-    frame = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8).tobytes()
+    frame = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8).tobytes()
 
     def _cameras() -> None:
         stamp = side.get_clock().now().to_msg()
@@ -117,44 +148,59 @@ def run(
     side.create_timer(1.0 / 15.0, _cameras, callback_group=sensors)
     side.create_timer(1.0 / 50.0, _joints, callback_group=sensors)
     instr_pub.publish(String(data="pick up the red cube"))
-
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     executor.add_node(side)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    threading.Thread(target=executor.spin, daemon=True).start()
     node.trigger_configure()
+    runtime = node._runtime
+    if runtime is None:
+        raise SystemExit("bench_control: the node did not configure (see its log)")
     node.trigger_activate()
-    time.sleep(2.0)  # settle: discovery, first chunk
-    node._intervals.clear()
-    baseline.clear()
-    chunks0 = node._chunk_id
-    lat0 = len(node._latencies)
-    time.sleep(duration)
-    node_intervals = list(node._intervals)
-    base_intervals = list(baseline)
-    latencies = list(node._latencies)[lat0:] if lat0 < len(node._latencies) else list(node._latencies)
-    chunks = node._chunk_id - chunks0
-    state = node.policy_state
+    time.sleep(3.0)  # settle: discovery, first chunks
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "baseline.json"
+        base = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vla_policy_node.bench_control",
+                "--baseline",
+                "--duration",
+                str(duration),
+                "--rate",
+                str(rate),
+                "--json",
+                str(out),
+            ]
+        )
+        ticks0, chunks0 = runtime.status(0.0).ticks, runtime.samples()[2]
+        time.sleep(duration)
+        ticks1 = runtime.status(0.0).ticks
+        intervals, latencies, chunk_id = runtime.samples()
+        chunks = chunk_id - chunks0
+        intervals = intervals[-(ticks1 - ticks0) :]  # the window's ticks (the history keeps 2000)
+        latencies = latencies[-chunks:] if chunks > 0 else []
+        state = runtime.state
+        base.wait(timeout=duration + 60)
+        base_intervals = json.loads(out.read_text())["intervals"]
     node.trigger_deactivate()
-    node._free()
+    node._free("benchmark done")
     executor.shutdown()
     node.destroy_node()
     side.destroy_node()
     rclpy.try_shutdown()
+    period = 1.0 / rate
     lat = np.asarray(latencies, dtype=np.float64)
-    result = {
-        "rate_hz": rate,
-        "control_loop": control_loop,
-        "duration_s": duration,
-        "control": _stats(node_intervals, period),
-        "baseline": _stats(base_intervals, period),
+    result: dict[str, Any] = {
+        "worker": worker,
+        "control": interval_stats(intervals, period),
+        "baseline_own_process": interval_stats(base_intervals, period),
         "chunks": int(chunks),
-        "inference_busy_fraction": float(lat.sum() / duration) if lat.size else 0.0,
-        "inference_latency_p50_ms": summarize(lat).median * 1e3,
+        "inference_latency_p50_ms": summarize(lat).median * 1e3 if lat.size else float("nan"),
         "final_state": int(state),
     }
-    c, b = result["control"], result["baseline"]
+    c, b = result["control"], result["baseline_own_process"]
     if b.get("jitter_p99_ms"):
         result["p99_ratio_control_over_baseline"] = c["jitter_p99_ms"] / b["jitter_p99_ms"]
     return result
@@ -169,13 +215,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--control-loop", choices=("thread", "timer"), default="thread")
+    parser.add_argument("--workers", default="process,thread", help="worker kinds to run, in order")
+    parser.add_argument("--hog", type=int, default=0, help="busy processes beside the run (load)")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="", help=argparse.SUPPRESS)
     args, _ros_args = parser.parse_known_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench_control_") as tmp:
+    if args.baseline:  # the baseline's own process
+        assert args.json is not None
+        args.json.write_text(json.dumps({"intervals": baseline(args.duration, args.rate)}))
+        return
+    if args.variant:  # one worker kind, in a process of its own (rclpy is initialised once per process)
+        assert args.json is not None and args.checkpoint is not None
+        result = run_node(args.checkpoint, args.duration, args.rate, args.torch_threads, args.variant)
+        args.json.write_text(json.dumps(result))
+        return
+    results: dict[str, Any] = {"rate_hz": args.rate, "duration_s": args.duration, "hog_processes": args.hog}
+    with tempfile.TemporaryDirectory(prefix="bench_control_") as tmp, cpu_hogs(args.hog):
         ckpt = args.checkpoint or _make_checkpoint(Path(tmp))
-        result = run(ckpt, args.duration, args.rate, args.torch_threads, args.control_loop)
-    text = json.dumps(result, indent=1)
+        for worker in args.workers.split(","):
+            out = Path(tmp) / f"{worker}.json"
+            cmd = [
+                sys.executable,
+                "-m",
+                "vla_policy_node.bench_control",
+                "--variant",
+                worker,
+                "--json",
+                str(out),
+            ]
+            cmd += ["--checkpoint", str(ckpt), "--duration", str(args.duration), "--rate", str(args.rate)]
+            subprocess.run([*cmd, "--torch-threads", str(args.torch_threads)], check=True)
+            results[worker] = json.loads(out.read_text())
+    text = json.dumps(results, indent=1)
     LOG.info("%s", text)
     if args.json is not None:
         args.json.write_text(text + "\n")

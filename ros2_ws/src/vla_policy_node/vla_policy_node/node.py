@@ -200,6 +200,7 @@ class VLAPolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self._runtime is not None
         self._runtime.activate(self._now())
+        self._publish_status()  # RUNNING is said before the first command goes out
         self._running.set()
         self._control = threading.Thread(target=self._control_loop, name="vla_control", daemon=True)
         self._control.start()
@@ -218,6 +219,7 @@ class VLAPolicyNode(LifecycleNode):
         if self._runtime is not None and self._runtime.active:
             try:
                 self._publish(self._runtime.deactivate(self._now(), reason))
+                self._publish_status()
             except Exception as exc:  # the context may already be gone
                 self.get_logger().warning(f"could not publish the final hold: {exc}")
 
@@ -291,8 +293,7 @@ class VLAPolicyNode(LifecycleNode):
         try:
             text = conv.string_from_cdr(data)
         except ValueError as exc:
-            runtime.reject_input("instruction", f"instruction rejected: {exc}")
-            return self._dropped("instruction", f"instruction rejected: {exc}")
+            return self._dropped("instruction", runtime.reject_instruction(str(exc)))
         error = runtime.observe_instruction(text)
         self._dropped("instruction", error)
         if error is None:

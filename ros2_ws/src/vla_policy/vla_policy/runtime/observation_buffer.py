@@ -188,6 +188,12 @@ class ObservationBuffer:
             self._instruction_error = None
         return stripped
 
+    def reject_instruction(self, reason: str) -> None:
+        """An instruction that could not even be decoded: like a refused one, it clears the active one."""
+        with self._lock:
+            self._instruction = None
+            self._instruction_error = reason
+
     def report_error(self, source: str, reason: str) -> None:
         """Record why the last message of ``source`` (camera name or 'joint_states') was dropped."""
         with self._lock:

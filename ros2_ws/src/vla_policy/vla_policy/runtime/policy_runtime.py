@@ -56,6 +56,7 @@ from vla_policy.strict_config import replace, require
 log = logging.getLogger(__name__)
 
 CLOCK_JUMP_TOLERANCE = 1e-6  # seconds: a tick earlier than the previous one by more is a jump back
+MIN_HANG_TIMEOUT = 2.0  # seconds: the default hang timeout is one chunk, but at least this
 
 
 class RuntimeState(IntEnum):
@@ -77,7 +78,7 @@ class RuntimeConfig:
     seed: int | None = None
     retry_backoff_initial: float = 0.5
     retry_backoff_max: float = 10.0
-    inference_timeout: float = 0.0  # wall seconds before an inference counts as hung; 0 = one chunk
+    inference_timeout: float = 0.0  # wall seconds before an inference counts as hung; 0 = DEFAULT_HANG
     worker_start_timeout: float = 300.0
     synchronous: bool = False  # lock-step: a due inference completes inside the tick
     deadline_factor: float = 1.5  # a tick later than this many periods after the previous is a miss
@@ -210,7 +211,9 @@ class PolicyRuntime:
             replace(config.scheduler, control_period=self.period, action_dt=model.dt)
         )
         self.safety = SafetyFilter(config.safety, self.joints.state_dim, self.period, config.output_mode)
-        self.inference_timeout = config.inference_timeout or model.horizon * model.dt
+        # A hang is declared late enough that a slow inference on a loaded machine is not one (the robot is
+        # safe meanwhile: it holds once the chunk runs out), early enough to restart within seconds.
+        self.inference_timeout = config.inference_timeout or max(model.horizon * model.dt, MIN_HANG_TIMEOUT)
         self._lock = threading.RLock()
         self._state = RuntimeState.READY
         self._reason = "configured"
@@ -275,17 +278,23 @@ class PolicyRuntime:
             return self._count("instruction", f"instruction rejected: {exc.reason}")
         return self._count("instruction")
 
+    def reject_instruction(self, reason: str) -> str:
+        """An instruction message the adapter could not decode (e.g. invalid UTF-8): refused like any bad
+        instruction, so the runtime holds until a valid one arrives."""
+        self.buffer.reject_instruction(reason)
+        return self._count("instruction", f"instruction rejected: {reason}") or reason
+
     def reject_input(self, source: str, reason: str) -> None:
         """A message the adapter could not convert (wrong encoding, bad joint names, ...)."""
         self.buffer.report_error(source, reason)
         self._count(source, reason)
 
-    def measured(self, now: float) -> np.ndarray | None:
-        """The measured joint positions when fresh (at most ``max_state_age`` old), else None."""
+    def measured(self, now: float) -> tuple[np.ndarray | None, float | None]:
+        """(joint positions, their stamp) when fresh (at most ``max_state_age`` old), else (None, None)."""
         latest = self.buffer.latest_state()
         if latest is None or not 0 <= now - latest[1] <= self.buffer.config.max_state_age:
-            return None
-        return latest[0].astype(np.float64)
+            return None, None
+        return latest[0].astype(np.float64), latest[1]
 
     def inputs_current(self, now: float) -> bool:
         """Lock-step: every input has a message stamped at ``now`` (or later)."""
@@ -585,14 +594,14 @@ class PolicyRuntime:
         return request
 
     def _command(self, now: float, accepted: AcceptedChunk | None) -> TickOutput:
-        measured = self.measured(now)
+        measured, measured_at = self.measured(now)
         if self.config.output_mode == "trajectory":
             trajectory = None
             if accepted is not None:
                 actions, times = self.scheduler.remaining(now)
                 if actions.shape[0]:
                     trajectory = self.safety.trajectory(
-                        self.joints.select_actions(actions), times, now, measured
+                        self.joints.select_actions(actions), times, now, measured, measured_at
                     )
             if trajectory is None and self.scheduler.next_action(now) is None:
                 self._note_waiting()  # the controller stays at the last trajectory's end meanwhile
@@ -628,7 +637,7 @@ class PolicyRuntime:
                 return base
         elif self.config.forward_hold == "stop" and not force:
             return base
-        hold = self.safety.hold(now, self.measured(now))
+        hold = self.safety.hold(now, *self.measured(now))
         if hold is None:
             return base
         self._held = True
@@ -637,6 +646,12 @@ class PolicyRuntime:
         return replace(base, command=hold.positions[0], hold=True)
 
     # --- status ------------------------------------------------------------------------------------
+    def samples(self) -> tuple[list[float], list[float], int]:
+        """(recent tick intervals [s, wall], recent inference compute times [s], last chunk id), for
+        benchmarks that measure a window of their own."""
+        with self._lock:
+            return list(self._intervals), list(self._latencies), self._chunk_id
+
     def status(self, now: float) -> RuntimeStatus:
         """What the runtime is doing. A control loop that has not ticked for two periods while active is
         reported as FAULT (the watchdog), whatever the state it last set."""
@@ -705,6 +720,7 @@ class PolicyRuntime:
                 },
                 worker={
                     "kind": self.worker.kind,
+                    "pid": getattr(self.worker, "pid", None) or 0,
                     "restarts": self._worker_restarts,
                     "problem": self._worker_problem or "",
                     "backend": self.model.backend,

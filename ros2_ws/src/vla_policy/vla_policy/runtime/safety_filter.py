@@ -219,16 +219,28 @@ class SafetyFilter:
     def _note(self, reason: str) -> None:
         self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
 
-    def _start(self, now: float, measured: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """(position, velocity) a new command starts from: the measured position when fresh (with the
-        commanded velocity), else the commanded setpoint; None when neither exists."""
-        commanded = self._commanded.at(now) if self._commanded is not None else None
-        velocity = np.zeros(self.num_joints) if commanded is None else commanded[1]
-        if measured is not None:
-            return measured, velocity
-        if commanded is None:
+    def estimate(
+        self, now: float, measured: np.ndarray | None, measured_at: float | None = None
+    ) -> np.ndarray | None:
+        """Where the robot is at ``now``: the measured position plus the commanded motion since it was
+        measured (a measurement is never quite current while a trajectory executes); the commanded
+        setpoint without a measurement; None when neither exists."""
+        if self._commanded is None:
+            return None if measured is None else measured.copy()
+        if measured is None:
+            return self._commanded.at(now)[0]
+        since = self._commanded.at(now if measured_at is None else measured_at)[0]
+        return measured + self._commanded.at(now)[0] - since
+
+    def _start(
+        self, now: float, measured: np.ndarray | None, measured_at: float | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(position, velocity) a new trajectory starts from (``estimate``, with the commanded velocity)."""
+        position = self.estimate(now, measured, measured_at)
+        if position is None:
             return None
-        return commanded[0], velocity
+        velocity = np.zeros(self.num_joints) if self._commanded is None else self._commanded.at(now)[1]
+        return position, velocity
 
     # --- the limit itself ------------------------------------------------------------------------
     def _limit(
@@ -302,18 +314,19 @@ class SafetyFilter:
         time_from_start: np.ndarray,
         now: float,
         measured: np.ndarray | None = None,
+        measured_at: float | None = None,
     ) -> Trajectory | None:
         """The safe version of a trajectory: ``actions`` [n, num_joints] at ``time_from_start`` [n]
-        seconds after ``now`` (increasing, > 0), starting from the measured position when given, else
-        from the commanded setpoint. Non-finite points repeat the previous safe point. None when there
-        is nowhere to start from or nothing to send."""
+        seconds after ``now`` (increasing, > 0), starting from where the robot is (``estimate`` from the
+        position measured at ``measured_at``). Non-finite points repeat the previous safe point. None
+        when there is nowhere to start from or nothing to send."""
         arr = np.asarray(actions, dtype=np.float64)
         times = np.asarray(time_from_start, dtype=np.float64).ravel()
         if arr.ndim != 2 or arr.shape[1] != self.num_joints or arr.shape[0] != times.size or not times.size:
             return None
         if not (np.all(np.isfinite(times)) and times[0] > 0 and np.all(np.diff(times) > 0)):
             return None
-        start = self._start(now, self._valid(measured))
+        start = self._start(now, self._valid(measured), measured_at)
         if start is None:
             self.stats.held += 1
             self._note("no valid measured position to start from")
@@ -339,19 +352,24 @@ class SafetyFilter:
         return Trajectory(out, times.copy(), now)
 
     # --- holds -----------------------------------------------------------------------------------
-    def hold(self, now: float, measured: np.ndarray | Sequence[float] | None = None) -> Trajectory | None:
+    def hold(
+        self,
+        now: float,
+        measured: np.ndarray | Sequence[float] | None = None,
+        measured_at: float | None = None,
+    ) -> Trajectory | None:
         """Stop where the robot is, as a one-point trajectory reached within the velocity limit (at least
-        one control period away). Trajectory mode: the measured position when valid, else the commanded
-        setpoint at ``now`` (where the controller holds the robot). Forward mode: the last command
-        repeated (the robot is there), else the measured position. None when there is neither."""
+        one control period away). Trajectory mode: ``estimate`` (the measured position plus the commanded
+        motion since, or the commanded setpoint). Forward mode: the last command repeated (the robot is
+        there), else the measured position. None when there is neither."""
         meas = self._valid(measured)
         if self.mode == "forward":
             target = self.last_command if self._commanded is not None else meas
         else:
-            target = meas if meas is not None else self.setpoint(now)
+            target = self.estimate(now, meas, measured_at)
         if target is None:
             return None
-        reference = meas if meas is not None else target
+        reference = target
         target = np.clip(target, self.lower, self.upper)
         travel = float(np.max(np.abs(target - reference) / self.max_velocity))
         t = max(self.control_period, travel)
