@@ -8,6 +8,7 @@ history frames and RTC guidance cross the shared memory channel unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,16 @@ def test_model_error_is_a_result_and_the_worker_stays_up(process_worker: Process
     assert process_worker.health() is None
     good = _serve(process_worker, InferenceRequest(4, _obs(), seed=0))
     assert good.error is None
+
+
+def test_request_that_cannot_cross_is_an_error_result(process_worker: ProcessWorker) -> None:
+    obs = _obs(10)
+    images = dict(obs.images, head=np.array([["not", "pixels"]], dtype=object))
+    process_worker.submit(InferenceRequest(7, replace(obs, images=images), seed=0), now=0.0)
+    result = process_worker.wait(RESULT_TIMEOUT)
+    assert result is not None and result.request_id == 7 and result.actions is None
+    assert result.error is not None and "only numeric arrays cross" in result.error
+    assert process_worker.health() is None
 
 
 def test_second_request_while_one_is_in_flight_is_refused(process_worker: ProcessWorker) -> None:
