@@ -119,6 +119,7 @@ def test_rtc_request_crosses(process_worker: ProcessWorker, reference: VLAPolicy
     assert np.array_equal(result.actions, guided)
 
 
+@pytest.mark.slow
 def test_images_of_any_size_and_history_cross(history_checkpoint: Path, single_thread: None) -> None:
     # 3 cameras x 2 frames of 480x640 (5.5 MB) outgrow the first shared memory region (1 MiB)
     sizes = [(480, 640), (48, 80), (37, 51)]
@@ -215,6 +216,7 @@ def test_inline_worker_wait_returns_at_once(checkpoint: Path) -> None:
         worker.submit(InferenceRequest(2, _obs(), seed=0), now=0.0)
 
 
+@pytest.mark.slow
 def test_closing_frees_the_shared_memory(checkpoint: Path) -> None:
     before = worker_memory()
     worker = ProcessWorker(spec_for(checkpoint))
