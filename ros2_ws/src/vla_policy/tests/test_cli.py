@@ -35,7 +35,8 @@ def test_init_then_predict_json(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert _run(capsys, "init", "--preset", "tiny", "--out", str(tmp_path / "ck"), "--seed", "1")[0] == 0
     rc, out, _ = _run(capsys, "predict", "--checkpoint", str(tmp_path / "ck"), "--json")
     data = json.loads(out)
-    assert rc == 0 and data["shape"] == [16, 16] and set(data["groups"]) == {"left_arm", "right_arm", "claw"}
+    # tiny has the reference decoder: all 32 padded dims, the groups at its action layout
+    assert rc == 0 and data["shape"] == [16, 32] and set(data["groups"]) == {"left_arm", "right_arm", "claw"}
     assert data["policy"].startswith("tiny@") and "expert" in data["timings_ms"]
 
 

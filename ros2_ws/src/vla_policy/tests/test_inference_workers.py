@@ -8,6 +8,7 @@ history frames and RTC guidance cross the shared memory channel unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,7 @@ def test_rtc_request_crosses(process_worker: ProcessWorker, reference: VLAPolicy
     assert np.array_equal(result.actions, guided)
 
 
+@pytest.mark.slow
 def test_images_of_any_size_and_history_cross(history_checkpoint: Path, single_thread: None) -> None:
     # 3 cameras x 2 frames of 480x640 (5.5 MB) outgrow the first shared memory region (1 MiB)
     sizes = [(480, 640), (48, 80), (37, 51)]
@@ -144,6 +146,16 @@ def test_model_error_is_a_result_and_the_worker_stays_up(process_worker: Process
     assert process_worker.health() is None
     good = _serve(process_worker, InferenceRequest(4, _obs(), seed=0))
     assert good.error is None
+
+
+def test_request_that_cannot_cross_is_an_error_result(process_worker: ProcessWorker) -> None:
+    obs = _obs(10)
+    images = dict(obs.images, head=np.array([["not", "pixels"]], dtype=object))
+    process_worker.submit(InferenceRequest(7, replace(obs, images=images), seed=0), now=0.0)
+    result = process_worker.wait(RESULT_TIMEOUT)
+    assert result is not None and result.request_id == 7 and result.actions is None
+    assert result.error is not None and "only numeric arrays cross" in result.error
+    assert process_worker.health() is None
 
 
 def test_second_request_while_one_is_in_flight_is_refused(process_worker: ProcessWorker) -> None:
@@ -204,6 +216,7 @@ def test_inline_worker_wait_returns_at_once(checkpoint: Path) -> None:
         worker.submit(InferenceRequest(2, _obs(), seed=0), now=0.0)
 
 
+@pytest.mark.slow
 def test_closing_frees_the_shared_memory(checkpoint: Path) -> None:
     before = worker_memory()
     worker = ProcessWorker(spec_for(checkpoint))

@@ -54,3 +54,14 @@ def test_statistics_missing_key_rejected(tmp_path) -> None:
     (tmp_path / "statistics.json").write_text('{"state": {"min": [0]}, "action": {}}')
     with pytest.raises(ValueError, match="missing statistics"):
         Normalizer.from_json(tmp_path / "statistics.json")
+
+
+def test_action_dims_past_statistics_pass_through_and_state_dims_do_not() -> None:
+    """The reference decoder's padded action dims have no statistics: identity; a state longer than its
+    statistics is an error."""
+    stats = FeatureStats.compute(np.array([[0.0, 2.0], [4.0, 6.0]]))
+    norm = Normalizer({"state": stats, "action": stats})
+    y = np.array([[1.0, -1.0, 0.25, -3.0]], dtype=np.float32)
+    np.testing.assert_allclose(norm.unnormalize_action(y), [[4.0, 2.0, 0.25, -3.0]])
+    with pytest.raises(ValueError, match="statistics cover 2"):
+        norm.normalize_state(np.zeros(3, dtype=np.float32))

@@ -32,6 +32,8 @@ from worker_helpers import (
     write_checkpoint,
 )
 
+pytestmark = pytest.mark.slow  # every test starts a child process (it imports torch and loads a model)
+
 CAMERAS = ("head", "left_wrist", "right_wrist")
 
 

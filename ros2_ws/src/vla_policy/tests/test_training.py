@@ -45,6 +45,26 @@ def test_flag_controls_exactly_its_modules(flag: str, prefixes: tuple[str, ...])
     }
 
 
+@pytest.mark.parametrize(
+    "preset,expected",
+    [
+        # GR00T N1.5's grouping (the reference layout): vlln, vl_self_attention, future tokens always train
+        ("tiny", {"state_encoder", "action_encoder", "position_embedding", "action_decoder"}),
+        (
+            "tiny-seed",
+            {
+                "vlln",
+                "vl_self_attention",
+                "state_encoder",
+                "action_encoder",
+                "position_embedding",
+                "future_tokens",
+                "shared_arm_decoder",
+                "action_claw_decoder",
+            },
+        ),
+    ],
+)
 def test_tune_projector_covers_head_but_not_dit() -> None:
     off = {"tune_visual": False, "tune_llm": False, "tune_diffusion_model": False}
     names = _trainable(_policy(tune_projector=True, **off)) - _trainable(_policy(tune_projector=False, **off))

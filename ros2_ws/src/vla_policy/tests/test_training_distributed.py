@@ -1,17 +1,19 @@
 """``vla-policy train`` under ``torchrun``: 2 CPU ranks (gloo) against one process, resume across world sizes.
 
-The reference is one process with the same micro-batches accumulated (batch 2 x 2 accumulation = the
-2-rank runs' effective batch 4): a step's windows, augmentation and flow-matching noise depend on the
-effective batch and the micro-batch index, not on the ranks (``training/sampler.py``), so the loss curves
-must agree up to the order in which gradients are summed. Stated tolerance: relative 1e-4 on every
-logged loss, validation loss and gradient norm (measured here: equal to the last bit with 2 ranks).
+The reference is one process with the doubled batch (4 windows per step, the 2-rank runs' 2 per rank x 2
+ranks). Each window's augmentation, flow-matching noise and time are keyed by its place in the step's
+global batch, not by the rank that carries it (``training/sampler.py``); dropout is drawn per micro-batch,
+so these runs start from a tiny checkpoint with dropout 0 (with dropout, equal micro-batch sizes are
+needed: ``test_micro_batches_do_not_depend_on_how_ranks_split_them`` checks the batches for that case).
+The loss curves must then agree up to the order in which gradients are summed. Stated tolerance:
+relative 1e-4 on every logged loss, validation loss and gradient norm.
 
 Three ``torchrun --nproc-per-node 2`` launches through the real CLI, each a few steps of the tiny model on
 two small synthetic episodes, one thread per rank, no loading workers:
 
 - DDP, steps 1-3, ``--check-replicas``; then one process resumes it to step 6 (2 -> 1);
 - FSDP2 resumes a one-process run from step 3 to step 6 (1 -> 2), ``--check-replicas``;
-- DDP from a checkpoint (``--init-from``) with LoRA and the vision encoder trained (tune flags).
+- DDP with LoRA and the vision encoder trained (tune flags) against the same on one process.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from safetensors.torch import load_file
 from vla_policy.cli import main as cli_main
 from vla_policy.data.episode_dataset import (
     AugmentConfig,
-    BatchBuilder,
     WindowDataset,
     dataset_config_for,
     find_bags,
@@ -39,6 +40,7 @@ from vla_policy.data.episode_dataset import (
 from vla_policy.evaluation.offline_eval import EvalConfig
 from vla_policy.model.policy import VLAPolicy
 from vla_policy.model.presets import get_preset
+from vla_policy.strict_config import replace
 from vla_policy.training.sampler import BatchPlan, BatchPlanError, MicroBatches, resolve_accumulation
 from vla_policy.training.trainer import (
     GROOT_FINETUNE_FLAGS,
@@ -53,7 +55,7 @@ STEPS = 6
 RTOL = 1e-4
 BASE = dict(
     steps=STEPS,
-    batch_size=2,
+    batch_size=4,
     lr=1e-3,
     warmup_steps=2,
     val_fraction=0.5,
@@ -65,8 +67,8 @@ CLI_BASE = [
     "--steps", str(STEPS), "--batch-size", "2", "--lr", "1e-3", "--warmup-steps", "2",
     "--val-fraction", "0.5", "--val-every", "3", "--workers", "0", "--no-progress", "--check-replicas",
 ]  # fmt: skip
-LORA = ["--lora-rank", "4", "--tune-visual", "--steps", "3", "--batch-size", "2", "--lr", "1e-3",
-        "--warmup-steps", "1", "--val-fraction", "0.5", "--workers", "0", "--no-progress"]  # fmt: skip
+LORA = ["--lora-rank", "4", "--tune-visual", "--steps", "3", "--lr", "1e-3", "--warmup-steps", "1",
+        "--val-fraction", "0.5", "--workers", "0", "--no-progress"]  # fmt: skip
 
 
 def _rows(out: Path) -> list[dict]:
@@ -116,17 +118,25 @@ def runs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(bags, runs, single_thread) -> Path:
-    """One process, 2 accumulated micro-batches of 2: the 2-rank runs' effective batch."""
-    train(bags, runs / "one", TrainConfig(**BASE, grad_accum=2), preset="tiny")
+def start(runs) -> Path:
+    """A tiny checkpoint without dropout (dropout masks are drawn per micro-batch)."""
+    cfg = get_preset("tiny")
+    VLAPolicy(replace(cfg, action_head=replace(cfg.action_head, dropout=0.0)), seed=0).save(runs / "start")
+    return runs / "start"
+
+
+@pytest.fixture(scope="module")
+def reference(bags, runs, start, single_thread) -> Path:
+    """One process, the doubled batch (4)."""
+    train(bags, runs / "one", TrainConfig(**BASE), checkpoint=start)
     return runs / "one"
 
 
 @pytest.fixture(scope="module")
-def ddp_half(bags, runs) -> Path:
-    """2 ranks, DDP, steps 1-3."""
+def ddp_half(bags, runs, start) -> Path:
+    """2 ranks x 2 windows, DDP, steps 1-3."""
     out = runs / "ddp"
-    _torchrun("--data", str(bags), "--preset", "tiny", "--out", str(out), "--stop-at", "3", *CLI_BASE)
+    _torchrun("--data", str(bags), "--init-from", str(start), "--out", str(out), "--stop-at", "3", *CLI_BASE)
     return out
 
 
@@ -145,18 +155,15 @@ def test_ddp_follows_the_one_process_loss_curve(ddp_half, reference):
 def test_two_rank_run_resumes_on_one_process(bags, ddp_half, reference, tmp_path, single_thread):
     out = tmp_path / "two_to_one"
     shutil.copytree(ddp_half, out)
-    res = train(bags, out, TrainConfig(**BASE), resume=True)
-    assert (res.summary["world_size"], res.summary["grad_accum"], res.summary["effective_batch_size"]) == (
-        1,
-        2,
-        4,
-    )
+    res = train(bags, out, TrainConfig(**BASE), resume=True)  # 4 windows per rank now
+    plan = (res.summary["world_size"], res.summary["grad_accum"], res.summary["effective_batch_size"])
+    assert plan == (1, 1, 4)
     _assert_same_curve(_rows(out), _rows(reference), range(1, STEPS + 1))
 
 
-def test_one_process_run_resumes_on_two_fsdp_ranks(bags, runs, reference, single_thread):
+def test_one_process_run_resumes_on_two_fsdp_ranks(bags, runs, start, reference, single_thread):
     out = runs / "one_to_two"
-    train(bags, out, TrainConfig(**BASE, grad_accum=2), preset="tiny", stop_at=3)
+    train(bags, out, TrainConfig(**BASE), checkpoint=start, stop_at=3)
     _torchrun("--data", str(bags), "--out", str(out), "--resume", "--strategy", "fsdp", *CLI_BASE)
     _assert_replicas_agree(out, [4, 5, 6])
     _assert_same_curve(_rows(out), _rows(reference), range(1, STEPS + 1))
@@ -164,16 +171,16 @@ def test_one_process_run_resumes_on_two_fsdp_ranks(bags, runs, reference, single
     wa, wb = load_file(str(out / "model.safetensors")), load_file(str(reference / "model.safetensors"))
     assert wa.keys() == wb.keys()
     assert all(torch.allclose(wa[k], wb[k], rtol=RTOL, atol=1e-6) for k in wa)
-    assert json.loads((out / STATE_FILE).read_text())["strategy"] == "fsdp"
+    state = json.loads((out / STATE_FILE).read_text())
+    assert state["strategy"] == "fsdp" and state["batch"]["per_rank"] == 2
 
 
-def test_tune_flags_and_lora_under_ddp(bags, runs, reference, single_thread):
+def test_tune_flags_and_lora_under_ddp(bags, runs, start, single_thread):
     out1, out2 = runs / "lora_one", runs / "lora_ddp"
-    assert cli_main(["train", "--data", str(bags), "--init-from", str(reference), "--out", str(out1),
-                     "--grad-accum", "2", *LORA]) == 0  # fmt: skip
-    _torchrun(
-        "--data", str(bags), "--init-from", str(reference), "--out", str(out2), "--check-replicas", *LORA
-    )
+    assert cli_main(["train", "--data", str(bags), "--init-from", str(start), "--out", str(out1),
+                     "--batch-size", "4", *LORA]) == 0  # fmt: skip
+    _torchrun("--data", str(bags), "--init-from", str(start), "--out", str(out2), "--batch-size", "2",
+              "--check-replicas", *LORA)  # fmt: skip
     _assert_replicas_agree(out2, [1, 2, 3])
     _assert_same_curve(_rows(out2), _rows(out1), range(1, 4))
     state = json.loads((out2 / STATE_FILE).read_text())
@@ -188,23 +195,28 @@ def test_tune_flags_and_lora_under_ddp(bags, runs, reference, single_thread):
 def test_micro_batches_do_not_depend_on_how_ranks_split_them(bags):
     policy = VLAPolicy(get_preset("tiny"), seed=0)
     windows = WindowDataset(load_episodes(find_bags(bags), _dcfg(policy)))
-    aug = AugmentConfig()
 
-    def items(plan: BatchPlan, rank: int) -> list:
-        return list(MicroBatches(policy, windows, plan, rank, 0, aug, 5, 7))
+    def step_batches(plan: BatchPlan, rank: int) -> list[tuple]:
+        ds = MicroBatches(policy, windows, plan, rank, 0, AugmentConfig(), 5, 7)
+        return [ds[k] for k in range(len(ds))]
 
-    two_ranks = sorted(items(BatchPlan(2, 2, 1), 0) + items(BatchPlan(2, 2, 1), 1), key=lambda x: x[:2])
-    accumulated = items(BatchPlan(2, 1, 2), 0)
+    # 2 ranks x 2 windows and 1 rank x 2 accumulated micro-batches of 2: the same micro-batches
+    two_ranks = sorted(
+        step_batches(BatchPlan(2, 2, 1), 0) + step_batches(BatchPlan(2, 2, 1), 1), key=lambda x: x[:2]
+    )
+    accumulated = step_batches(BatchPlan(2, 1, 2), 0)
     assert [x[:2] for x in two_ranks] == [x[:2] for x in accumulated] == [(5, 0), (5, 1), (6, 0), (6, 1)]
     for (_, _, a, _), (_, _, b, _) in zip(two_ranks, accumulated, strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    # together the micro-batches of a step are the effective batch's windows (single-process order)
-    one = MicroBatches(policy, windows, BatchPlan(4), 0, 0, AugmentConfig(enabled=False), 5, 6)[0][2]
-    split = [MicroBatches(policy, windows, BatchPlan(2, 1, 2), 0, 0, AugmentConfig(enabled=False), 5, 6)[m][2]
-             for m in range(2)]  # fmt: skip
-    assert torch.equal(torch.cat([s["state"] for s in split]), one["state"])
-    ref = BatchBuilder(policy, windows, 4, 0, AugmentConfig(enabled=False)).build(5)
-    assert torch.equal(one["state"], ref["state"])
+    # and one rank x 4: the same windows, augmentation, noise and time, in the same order
+    whole = step_batches(BatchPlan(4), 0)
+    for s in (5, 6):
+        halves = [b for step, _, b, _ in accumulated if step == s]
+        one = next(b for step, _, b, _ in whole if step == s)
+        assert {"noise", "t", "pixel_values", "state", "action"} <= one.keys()
+        for k in ("noise", "t", "pixel_values", "state", "action", "action_mask", "input_ids"):
+            assert torch.equal(torch.cat([h[k] for h in halves]), one[k]), k
+    assert not torch.equal(whole[0][2]["noise"], whole[1][2]["noise"])
 
 
 def _dcfg(policy):

@@ -385,15 +385,22 @@ class BatchBuilder:
         return self.build_indices(self.indices(step), [self.seed, 2, step], augment)
 
     def build_indices(
-        self, idx: Sequence[int], rng_key: Sequence[int], augment: bool | None = None
+        self,
+        idx: Sequence[int],
+        rng_key: Sequence[int],
+        augment: bool | None = None,
+        sample_keys: Sequence[Sequence[int]] | None = None,
     ) -> dict[str, Any]:
+        """``sample_keys`` (one per window) seed each window's augmentation on its own instead of
+        ``rng_key`` (the distributed trainer: a window is augmented alike in whichever batch it lands)."""
         rng = np.random.default_rng(list(rng_key))
         do_aug = self.augment.enabled if augment is None else augment
         obs, acts = [], []
-        for k in idx:
+        for n, k in enumerate(idx):
             o, a = self.dataset[int(k)]
             if do_aug:
-                images = {c: augment_image(np.asarray(v), rng, self.augment) for c, v in o.images.items()}
+                r = rng if sample_keys is None else np.random.default_rng(list(sample_keys[n]))
+                images = {c: augment_image(np.asarray(v), r, self.augment) for c, v in o.images.items()}
                 o = _with_images(o, images)
             obs.append(o)
             acts.append(a)

@@ -8,7 +8,8 @@
 Modes per group (``NormalizationConfig``): ``min_max`` maps [min, max] (or [q01, q99]) to [-1, 1],
 ``mean_std`` standardises, ``identity`` passes through. State dims follow the action layout (left, right,
 claw), dims past it use the ``extra`` mode; ``state_modes``/``action_modes`` (an imported checkpoint's
-per-modality modes) replace the group modes dim by dim, and dims past them are ``identity`` (padding).
+per-modality modes) replace the group modes dim by dim, and dims past them are ``identity`` (padding), as
+are action dims past the statistics (the reference decoder predicts all ``max_action_dim`` dims).
 Dims with a zero range map to 0 (and back to min), as GR00T does.
 """
 
@@ -138,11 +139,12 @@ class Normalizer:
         if key not in self.stats:
             raise KeyError(f"no statistics for {key!r}; have {sorted(self.stats)}")
         s = self.stats[key]
-        if dim > s.dim:
+        if dim > s.dim and key != "action":
             raise ValueError(f"{key} has {dim} dims but statistics cover {s.dim}")
         lo, hi = (s.q01, s.q99) if self.config.use_quantiles else (s.min, s.max)
         offset, scale, mm = np.zeros(dim), np.ones(dim), np.zeros(dim, dtype=bool)
-        for i, mode in enumerate(self._modes(key, dim)):
+        # action dims past the statistics are the reference decoder's padding: they pass through
+        for i, mode in enumerate(self._modes(key, min(dim, s.dim))):
             if mode == "min_max":
                 rng = hi[i] - lo[i]
                 # a constant dim normalises to 0 rather than dividing by ~0

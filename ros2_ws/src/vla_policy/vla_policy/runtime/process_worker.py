@@ -85,6 +85,8 @@ class ProcessWorker(InferenceWorker):
         self._requests: SharedRegion | None = None
         self._results: SharedRegion | None = None
         self._in_flight: int | None = None
+        self._refused: InferenceResult | None = None  # a request that could not cross, answered here
+        self._dt = float("nan")  # the model's action period, for the results answered here
         self._lost: str | None = None  # why the channel broke while the process may still be exiting
         self._closed = False
 
@@ -101,6 +103,7 @@ class ProcessWorker(InferenceWorker):
         self._closed = False
         self._lost = None
         self._in_flight = None
+        self._refused = None
         self._requests = SharedRegion.create("vla-worker-requests", REQUEST_REGION_BYTES)
         self._results = SharedRegion.create("vla-worker-results", RESULT_REGION_BYTES)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -134,6 +137,7 @@ class ProcessWorker(InferenceWorker):
                     )
                 )
             info = model_info_from_message(reply["info"])
+            self._dt = info.dt
         except (WorkerFailure, ChannelError, OSError, ValueError) as exc:
             self.close()
             if isinstance(exc, WorkerFailure):
@@ -204,8 +208,12 @@ class ProcessWorker(InferenceWorker):
         assert self._conn is not None and self._requests is not None
         try:
             message = encode_request(request, self._requests)
-        except ChannelError as exc:
-            raise ValueError(f"request {request.request_id} cannot cross to the worker: {exc}") from exc
+        except ChannelError as exc:  # e.g. an object array: a failed request, as a model error would be
+            self._refused = InferenceResult(
+                request.request_id, None, self._dt, 0.0, error=one_line(f"request cannot cross: {exc}")
+            )
+            self._in_flight = request.request_id
+            return
         try:
             send_message(self._conn, message)
         except OSError:
@@ -223,6 +231,9 @@ class ProcessWorker(InferenceWorker):
         if self._proc is None or self._in_flight is None:
             self._check()
             return None
+        if self._refused is not None:
+            result, self._refused, self._in_flight = self._refused, None, None
+            return result
         assert self._conn is not None and self._results is not None
         try:
             if not self._conn.poll(timeout):

@@ -2,8 +2,9 @@
 
 Same ``PolicyRunner`` as the process worker, without a process boundary: breakpoints and profilers see
 the model, but torch shares the GIL with the caller's threads (the control loop's jitter shows it: see
-``python -m vla_policy.benchmarks.worker_bench``). A thread cannot be killed: ``close`` asks it to stop
-and does not wait for a request that is still running; its result is dropped.
+``python -m vla_policy.benchmarks.worker_bench``). ``PolicySpec.torch_threads`` sets torch's thread
+count for the whole process. A thread cannot be killed: ``close`` asks it to stop and does not wait for a
+request that is still running; its result is dropped.
 """
 
 from __future__ import annotations

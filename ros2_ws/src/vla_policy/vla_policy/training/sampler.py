@@ -1,22 +1,23 @@
-"""Which windows each rank trains on, and the worker processes that build them.
+"""Which windows each rank trains on, with which randomness, and the worker processes that build them.
 
 A step's *global batch* is ``effective = batch_size x world_size x grad_accum`` windows: positions
 ``step * effective + [0, effective)`` of the epoch permutations of :class:`BatchBuilder` (without
 replacement within an epoch, each epoch's permutation seeded by ``(seed, epoch)``). It is cut into
-``world_size x grad_accum`` *micro-batches* of ``batch_size`` windows; micro-batch ``j`` of a step is
-built with augmentation keyed by ``(seed, step, j)`` and its flow-matching noise is drawn from a torch
-RNG seeded by ``(seed, step, j)``. Rank ``r`` takes micro-batches ``r * grad_accum + [0, grad_accum)``.
+``world_size x grad_accum`` *micro-batches* of ``batch_size`` windows; rank ``r`` takes micro-batches
+``r * grad_accum + [0, grad_accum)``.
 
-So what a step computes depends on the effective batch and the micro-batch size, never on how the
-micro-batches are spread over ranks: 2 ranks x 1 micro-batch, 1 rank x 2 accumulated micro-batches and
-4 ranks x 1 micro-batch of half the size (same effective batch) see the same windows in the same order,
-and the first two the same noise as well. Resuming with another world size keeps the effective batch
-(``resolve_accumulation``). Micro-batch 0 uses the keys of a single-process run without accumulation
-(``BatchBuilder.build(step)``), so such runs are unchanged.
+The window at place ``q`` of the global batch gets its augmentation and its flow-matching noise and time
+from RNGs keyed by ``(seed, step, q)``, whichever micro-batch carries it (the GR00T expert's loss takes
+them from the batch, ``noise`` and ``t``). Dropout, and the noise of experts that draw their own, come
+from the torch RNG seeded by ``(seed, step, j)`` for micro-batch ``j``. So a step's gradient does not
+depend on how its global batch is spread over ranks and accumulation: with dropout 0, 2 ranks x 2
+windows, 1 rank x 4 windows and 1 rank x 2 x 2 accumulated agree to float rounding; with dropout, splits
+with the same micro-batch size do. Resuming with another world size keeps the effective batch
+(``resolve_accumulation``), so it continues with the same windows and the same draws.
 
 Batches are built on the host (CPU) in ``torch.utils.data`` worker processes, forked from the trainer so
-that they share the decoded episodes without copying them, and pinned when the model is on a GPU so the
-copy to the device overlaps the step.
+that they share the decoded episodes without copying them, and pinned when the model is on a GPU so that
+the copy to the device overlaps the step.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vla_policy.data.episode_dataset import AugmentConfig, BatchBuilder, WindowDataset
+from vla_policy.model.flow_matching import sample_time
 
 
 class BatchPlanError(ValueError):
@@ -93,9 +95,28 @@ def resolve_accumulation(batch_size: int, world_size: int, requested: int, effec
     return effective // per_step
 
 
-def micro_key(seed: int, step: int, j: int) -> list[int]:
-    """The augmentation RNG key of micro-batch ``j`` of ``step`` (0: the key of ``BatchBuilder.build``)."""
-    return [seed, 2, step] + ([j] if j else [])
+def torch_seed(key: Sequence[int]) -> int:
+    """A torch seed (63 bits) drawn from an integer key."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def step_seed(seed: int, step: int, stream: int = 0, micro: int = 0) -> int:
+    """The torch seed of micro-batch ``micro`` of ``step`` (``stream`` 1: validation batches)."""
+    return torch_seed([seed, 3, stream, step] + ([micro] if micro else []))
+
+
+def flow_draws(
+    keys: Sequence[Sequence[int]], head: Any, action: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One window per key: flow-matching noise [T, max_action_dim] like ``action`` [B, T, A] and time
+    (GR00T's Beta schedule of the action head config ``head``) -> noise [B, T, A], t [B]."""
+    noise, t = [], []
+    for key in keys:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed(key))
+            noise.append(torch.randn(action.shape[1:], dtype=action.dtype))
+            t.append(sample_time(1, head.noise_beta_alpha, head.noise_beta_beta, head.noise_s))
+    return torch.stack(noise), torch.cat(t).to(action.dtype)
 
 
 class HostBatchMaker:
@@ -113,7 +134,8 @@ class HostBatchMaker:
 
 class MicroBatches(Dataset):
     """Item ``k``: this rank's ``k % grad_accum``-th micro-batch of step ``start + k // grad_accum``, as
-    ``(step, j, batch, build_seconds)``."""
+    ``(step, j, batch, build_seconds)``; the batch is ``policy.make_batch``'s plus the windows' flow-matching
+    ``noise`` [B, T, max_action_dim] and ``t`` [B]."""
 
     def __init__(
         self,
@@ -128,6 +150,7 @@ class MicroBatches(Dataset):
     ) -> None:
         self.builder = BatchBuilder(HostBatchMaker(policy), windows, plan.effective, seed, augment)
         self.plan, self.rank, self.seed = plan, rank, seed
+        self.action_head = policy.config.action_head
         self.start, self.stop = start, stop
 
     def __len__(self) -> int:
@@ -140,8 +163,12 @@ class MicroBatches(Dataset):
         step = self.start + k // self.plan.grad_accum
         j = self.plan.micro_index(self.rank, k % self.plan.grad_accum)
         b = self.plan.batch_size
+        places = range(j * b, (j + 1) * b)  # in the global batch
         idx: np.ndarray = self.builder.indices(step)[j * b : (j + 1) * b]
-        batch = self.builder.build_indices(idx, micro_key(self.seed, step, j))
+        keys = [[self.seed, 2, step, q] for q in places]
+        batch = self.builder.build_indices(idx, keys[0], sample_keys=keys)
+        noise_keys = [[self.seed, 5, step, q] for q in places]
+        batch["noise"], batch["t"] = flow_draws(noise_keys, self.action_head, batch["action"])
         return step, j, batch, time.perf_counter() - t0
 
 

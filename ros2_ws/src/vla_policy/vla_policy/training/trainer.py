@@ -28,14 +28,15 @@ Distributed (see :mod:`vla_policy.training.distributed` and :mod:`vla_policy.tra
 batch is ``--batch-size`` x ranks x ``--grad-accum``. Mixed precision: bf16 autocast on GPUs that have it,
 fp32 on the CPU (``--precision``).
 
-Exact resume: the windows, augmentation and flow-matching noise of every micro-batch are pure functions of
-``(seed, step, micro-batch index)``, so ``--resume`` from a checkpoint written at step ``k`` reproduces the
+Exact resume: the windows of every step, their augmentation and their flow-matching noise and time are pure
+functions of ``(seed, step, place in the step's global batch)``, and dropout of ``(seed, step, micro-batch)``
+(:mod:`vla_policy.training.sampler`), so ``--resume`` from a checkpoint written at step ``k`` reproduces the
 uninterrupted run bit for bit on the same machine, device and world size. With another world size the run
-keeps its effective batch (the accumulation is chosen to match) and continues with the same windows and
-noise; the loss then agrees to float rounding (the gradients are summed in another order). On CPU,
-MKL's multi-threaded GEMM is not bitwise reproducible from run to run (two uninterrupted runs differ by
-~1e-7 in the loss, ~1e-5 in the weights after a few AdamW steps), so bitwise equality needs
-``MKL_NUM_THREADS=1`` (or ``torch.set_num_threads(1)``; ``torchrun`` sets one thread per rank).
+keeps its effective batch (the accumulation is chosen to match) and continues with the same windows and draws
+(dropout's too when the per-rank batch is kept); the loss then agrees to float rounding (the gradients are
+summed in another order). On CPU, MKL's multi-threaded GEMM is not bitwise reproducible from run to run (two
+uninterrupted runs differ by ~1e-7 in the loss, ~1e-5 in the weights after a few AdamW steps), so bitwise
+equality needs ``MKL_NUM_THREADS=1`` (or ``torch.set_num_threads(1)``; ``torchrun`` sets one thread per rank).
 ``--stop-at K`` ends a run after step ``K`` as an interruption would (Ctrl-C also saves the state before
 exiting, except under FSDP, whose state is sharded: there the last ``--save-every`` checkpoint counts).
 
@@ -104,8 +105,10 @@ from vla_policy.training.sampler import (
     BatchPlanError,
     HostBatchMaker,
     MicroBatches,
+    flow_draws,
     micro_batch_loader,
     resolve_accumulation,
+    step_seed,
     timed_items,
     to_device,
 )
@@ -213,12 +216,6 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> flo
     span = max(1, total - warmup)
     progress = min(1.0, (step - warmup) / span)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def step_seed(seed: int, step: int, stream: int = 0, micro: int = 0) -> int:
-    """The torch seed of micro-batch ``micro`` of ``step`` (micro-batch 0: a single-process run's)."""
-    key = [seed, 3, stream, step] + ([micro] if micro else [])
-    return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
 
 
 # --- optimizer state without pickle ---------------------------------------------------------------------
@@ -446,6 +443,7 @@ class Engine:
     ctx: DistContext
     precision: str
     strategy: str
+    policy_config: Any
 
     @property
     def sharded(self) -> bool:
@@ -457,28 +455,34 @@ class Engine:
             return self.module(batch)
 
 
-def _validate(engine: Engine, builder: BatchBuilder | None, cfg: TrainConfig) -> float | None:
-    """Mean flow-matching loss over fixed held-out batches with fixed noise (no augmentation). The
-    batches are spread over the ranks; every rank runs as many forwards (FSDP's collectives need it)."""
+def _validate(
+    engine: Engine, builder: BatchBuilder | None, cfg: TrainConfig, plan: BatchPlan
+) -> float | None:
+    """Mean flow-matching loss over fixed held-out windows (``val_batches`` effective batches' worth) with
+    fixed per-window noise and time, no augmentation. Batches of ``batch_size`` are spread over the
+    ranks; every rank runs as many forwards (FSDP's collectives need it)."""
     if builder is None:
         return None
     ctx = engine.ctx
     n = len(builder.dataset)
     bs = cfg.batch_size
-    # evenly spread windows, the same at every validation
-    idx = np.linspace(0, n - 1, num=min(n, bs * cfg.val_batches)).round().astype(np.int64)
+    # evenly spread windows, the same at every validation and for every split of the effective batch
+    idx = np.linspace(0, n - 1, num=min(n, plan.effective * cfg.val_batches)).round().astype(np.int64)
     starts = list(range(0, len(idx), bs))
+    head = engine.policy_config.action_head
     total = 0.0
     engine.module.eval()
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         for r in range(math.ceil(len(starts) / ctx.world_size)):
             k = r * ctx.world_size + ctx.rank
             b = starts[k] if k < len(starts) else starts[0]  # a rank without a batch repeats one, unweighted
-            torch.manual_seed(step_seed(cfg.seed, b, stream=1))
+            places = range(b, min(b + bs, len(idx)))
             batch = builder.build_indices(idx[b : b + bs], [cfg.seed, 4, b], augment=False)
+            batch["noise"], batch["t"] = flow_draws([[cfg.seed, 6, q] for q in places], head, batch["action"])
+            torch.manual_seed(step_seed(cfg.seed, b, stream=1))  # experts that draw their own noise
             loss = float(engine.loss(to_device(batch, ctx.device)))
             if k < len(starts):
-                total += loss * len(idx[b : b + bs])
+                total += loss * len(places)
     engine.module.train()
     return ctx.all_sum([total])[0] / len(idx)
 
@@ -668,7 +672,7 @@ def _train(
     policy.model.train()
     with autocast(precision, ctx.device):
         module = wrap(loss_module, ctx, cfg.strategy, probe)
-    engine = Engine(module, ctx, precision, cfg.strategy)
+    engine = Engine(module, ctx, precision, cfg.strategy, policy.config)
     params_list = [p for p in policy.model.parameters() if p.requires_grad]  # FSDP's sharded ones
     n_trainable = sum(full_tensor(p).numel() if engine.sharded else p.numel() for p in params_list)
     logger.info("trainable parameters: %d (%s)", n_trainable, flags)
@@ -783,7 +787,7 @@ def _train(
             bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{sps:.1f}", refresh=False)
             bar.update(1)
             if step % val_every == 0 or step == cfg.steps:
-                val_loss = _validate(engine, val_builder, cfg)
+                val_loss = _validate(engine, val_builder, cfg, plan)
                 if val_loss is not None and metrics is not None:
                     metrics.write({"step": step, "val_loss": val_loss})
             if cfg.save_every and step % cfg.save_every == 0 and step < end:
