@@ -4,7 +4,7 @@ commands and the bag player with /clock, as three processes. Score afterwards wi
 
     ros2 launch launch/replay_eval.launch.py bag:=BAG checkpoint:=DIR out:=DIR [rate:=1.0] [blending:=none]
 
-Unverified here (no launch package in this environment); it uses only the plain launch API.
+Checked by hand with the ROS 2 Kilted launch stack installed from source; it uses only the plain launch API.
 """
 
 from launch import LaunchDescription

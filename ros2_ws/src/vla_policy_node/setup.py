@@ -1,10 +1,15 @@
 """ament_python build of the VLA policy node package."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 package_name = "vla_policy_node"
+# The shipped policy (repository models/), installed beside the launch files: bimanual.launch.py's default
+# checkpoint when neither checkpoint:= nor VLA_CHECKPOINT_DIR is given. Absent in a copy without models/.
+SHIPPED = "tiny-aloha-transfer-cube"
+shipped_files = sorted(str(f) for f in Path("../../../models", SHIPPED).glob("*") if f.is_file())
 
 setup(
     name=package_name,
@@ -15,6 +20,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/config", glob("config/*.yaml")),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
+        *([(f"share/{package_name}/models/{SHIPPED}", shipped_files)] if shipped_files else []),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

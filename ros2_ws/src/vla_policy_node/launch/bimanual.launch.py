@@ -1,25 +1,30 @@
 """Launch the VLA policy lifecycle node for a bimanual robot.
 
-    ros2 launch vla_policy_node bimanual.launch.py checkpoint:=/path/to/ckpt [output_mode:=forward]
+    ros2 launch vla_policy_node bimanual.launch.py [checkpoint:=/path/to/ckpt] [output_mode:=forward]
 
-Arguments: config (parameter file, default config/bimanual.yaml of this package), checkpoint, backend,
-use_sim_time, namespace, output_mode, log_level. The node configures and activates itself
-(``autostart: true`` in the config); drive it by hand with ``ros2 lifecycle set`` when it is false.
+Arguments: config (parameter file, default config/bimanual.yaml of this package), checkpoint (default
+$VLA_CHECKPOINT_DIR, else the shipped policy installed with this package), backend, use_sim_time,
+namespace, output_mode, log_level. The node configures and activates itself (``autostart: true`` in the
+config); drive it by hand with ``ros2 lifecycle set`` when it is false.
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_config = PathJoinSubstitution([FindPackageShare("vla_policy_node"), "config", "bimanual.yaml"])
+    share = FindPackageShare("vla_policy_node")
+    default_config = PathJoinSubstitution([share, "config", "bimanual.yaml"])
+    shipped = PathJoinSubstitution([share, "models", "tiny-aloha-transfer-cube"])
     arguments = [
         DeclareLaunchArgument("config", default_value=default_config, description="parameter file"),
         DeclareLaunchArgument(
-            "checkpoint", description="checkpoint directory (`vla-policy init --preset tiny --out DIR`)"
+            "checkpoint",
+            default_value=EnvironmentVariable("VLA_CHECKPOINT_DIR", default_value=shipped),
+            description="checkpoint directory (default: $VLA_CHECKPOINT_DIR, else the shipped policy)",
         ),
         DeclareLaunchArgument(
             "backend", default_value="torch", description="prefix backend: torch | onnxruntime | tensorrt"

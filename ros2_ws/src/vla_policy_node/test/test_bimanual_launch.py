@@ -7,7 +7,9 @@ Run: ``launch_test test/test_bimanual_launch.py`` or ``colcon test --packages-se
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,8 +42,6 @@ from launch_testing_ros import WaitForTopics  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from node_harness import GROUP_JOINTS, Harness, node_params, write_params_file  # noqa: E402
 
-pytestmark = pytest.mark.launch
-
 
 def _tiny_checkpoint(root: Path) -> Path:
     out = root / "tiny"
@@ -49,9 +49,13 @@ def _tiny_checkpoint(root: Path) -> Path:
     return out
 
 
+# the marks go on generate_test_description: launch_testing's plugin makes the test item from it, and a
+# module-level pytestmark does not reach that item (`-m launch` would deselect it)
+@pytest.mark.launch
 @pytest.mark.launch_test
 def generate_test_description():
     tmp = Path(tempfile.mkdtemp(prefix="vla_launch_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the checkpoint and params of this run
     ckpt = _tiny_checkpoint(tmp)
     params = write_params_file(tmp / "params.yaml", node_params(ckpt, output_mode="forward"))
     include = IncludeLaunchDescription(
