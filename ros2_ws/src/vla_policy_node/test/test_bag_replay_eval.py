@@ -35,6 +35,8 @@ def test_replay_eval_end_to_end(tmp_path, ros_env):
             str(out),
             "--domain-id",
             ros_env["ROS_DOMAIN_ID"],
+            "--rate",  # half speed: on a loaded machine the 4 s episode still sees several chunks
+            "0.5",
         ],
         capture_output=True,
         text=True,
