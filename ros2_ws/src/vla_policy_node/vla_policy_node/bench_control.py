@@ -1,12 +1,14 @@
 """Control-loop jitter benchmark: the node's control loop at 50 Hz with inference running all the time,
 against a bare rclpy timer in a process of its own (the baseline), measured in the same run.
 
-    bench_control [--checkpoint DIR] [--duration 20] [--rate 50] [--workers process,thread] [--hog 2]
-                  [--json out.json]
+    bench_control [--checkpoint DIR] [--duration 20] [--rate 50] [--variants process:50,process:0,thread:0]
+                  [--hog 2] [--json out.json]
 
-For each inference worker kind (``process``: the model in its own process, the default; ``thread``: the
-model in the node's process, sharing its GIL), the node runs for ``--duration`` seconds while a baseline
-process ticks a bare rclpy timer at the same rate; ``--hog N`` keeps N busy processes beside them. Reports
+For each variant ``WORKER:PRIORITY`` (worker ``process``: the model in its own process, the default;
+``thread``: the model in the node's process, sharing its GIL; PRIORITY: the node's
+``control_thread_priority``, 0 = normal scheduling), the node runs for ``--duration`` seconds while a
+baseline process (normal priority) ticks a bare rclpy timer at the same rate; ``--hog N`` keeps N busy
+processes beside them. Reports
 |interval - period| p50/p99/max (ms), deadline misses (an interval longer than 1.5 periods), the worst gap,
 the inference latency and chunk count, and the ratios node / baseline. Without --checkpoint a random tiny
 checkpoint is written to a temporary directory.
@@ -18,6 +20,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,7 +98,7 @@ def baseline(duration: float, rate: float) -> list[float]:
 
 
 def run_node(
-    checkpoint: Path, duration: float, rate: float, torch_threads: int, worker: str
+    checkpoint: Path, duration: float, rate: float, torch_threads: int, worker: str, priority: int
 ) -> dict[str, Any]:
     """The node (in this process) with synthetic inputs, inference all the time, and a baseline process."""
     import rclpy
@@ -118,11 +121,13 @@ def run_node(
         "refill_threshold": 0.99,  # ask for the next chunk at once: inference runs all the time
         "torch_threads": torch_threads,
         "inference_worker": worker,
+        "control_thread_priority": priority,
         "cameras.topics": [f"/bench/{c}" for c in CAMERAS],
         "max_image_age": 1.0,
         "max_state_age": 1.0,
     }
     node = VLAPolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    node.schedule_process_threads()  # as the node's main() does
     side = rclpy.create_node("bench_inputs")
     cam_pubs = [side.create_publisher(Image, f"/bench/{c}", qos_profile_sensor_data) for c in CAMERAS]
     joint_pub = side.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
@@ -160,8 +165,9 @@ def run_node(
     time.sleep(3.0)  # settle: discovery, first chunks
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "baseline.json"
-        base = subprocess.Popen(
-            [
+        base = subprocess.Popen(  # at normal priority, whatever this process runs at
+            preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)),
+            args=[
                 sys.executable,
                 "-m",
                 "vla_policy_node.bench_control",
@@ -172,7 +178,7 @@ def run_node(
                 str(rate),
                 "--json",
                 str(out),
-            ]
+            ],
         )
         ticks0, chunks0 = runtime.status(0.0).ticks, runtime.samples()[2]
         time.sleep(duration)
@@ -194,6 +200,7 @@ def run_node(
     lat = np.asarray(latencies, dtype=np.float64)
     result: dict[str, Any] = {
         "worker": worker,
+        "control_thread_priority": priority,
         "control": interval_stats(intervals, period),
         "baseline_own_process": interval_stats(base_intervals, period),
         "chunks": int(chunks),
@@ -215,7 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--workers", default="process,thread", help="worker kinds to run, in order")
+    parser.add_argument(
+        "--variants", default="process:50,process:0,thread:0", help="WORKER:PRIORITY variants, in order"
+    )
     parser.add_argument("--hog", type=int, default=0, help="busy processes beside the run (load)")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
@@ -227,26 +236,23 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.variant:  # one worker kind, in a process of its own (rclpy is initialised once per process)
         assert args.json is not None and args.checkpoint is not None
-        result = run_node(args.checkpoint, args.duration, args.rate, args.torch_threads, args.variant)
+        worker, priority = args.variant.split(":")
+        result = run_node(
+            args.checkpoint, args.duration, args.rate, args.torch_threads, worker, int(priority)
+        )
         args.json.write_text(json.dumps(result))
-        return
+        # a thread worker may still be inside torch: no interpreter teardown under it (it would abort)
+        os._exit(0)
     results: dict[str, Any] = {"rate_hz": args.rate, "duration_s": args.duration, "hog_processes": args.hog}
     with tempfile.TemporaryDirectory(prefix="bench_control_") as tmp, cpu_hogs(args.hog):
         ckpt = args.checkpoint or _make_checkpoint(Path(tmp))
-        for worker in args.workers.split(","):
-            out = Path(tmp) / f"{worker}.json"
-            cmd = [
-                sys.executable,
-                "-m",
-                "vla_policy_node.bench_control",
-                "--variant",
-                worker,
-                "--json",
-                str(out),
-            ]
+        for variant in args.variants.split(","):
+            out = Path(tmp) / f"{variant.replace(':', '_')}.json"
+            cmd = [sys.executable, "-m", "vla_policy_node.bench_control", "--variant", variant]
+            cmd += ["--json", str(out)]
             cmd += ["--checkpoint", str(ckpt), "--duration", str(args.duration), "--rate", str(args.rate)]
             subprocess.run([*cmd, "--torch-threads", str(args.torch_threads)], check=True)
-            results[worker] = json.loads(out.read_text())
+            results[variant] = json.loads(out.read_text())
     text = json.dumps(results, indent=1)
     LOG.info("%s", text)
     if args.json is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -304,8 +305,10 @@ class VLAPolicyNode(LifecycleNode):
         """Ticks at deadlines on the node clock; a late tick skips ahead instead of bursting, and a
         backward jump of the clock ticks at once (the runtime holds). Under sim time the /clock jump
         handler wakes the loop."""
-        runtime = self._runtime
-        assert runtime is not None
+        runtime, s = self._runtime, self._settings
+        assert runtime is not None and s is not None
+        if s.control_thread_priority > 0:
+            self._raise_priority(s.control_thread_priority)
         period = runtime.period
         next_due = last = self._now()
         while self._running.is_set():
@@ -319,6 +322,26 @@ class VLAPolicyNode(LifecycleNode):
                 continue
             self._wake.wait(min(next_due - now, 0.05))
             self._wake.clear()
+
+    def schedule_process_threads(self) -> None:
+        """Before the executor's threads start: they (inheriting it) run just below the control thread, so
+        one holding the GIL is never preempted by outside load while the control thread waits for it."""
+        priority = int(self.get_parameter("control_thread_priority").value)
+        if priority > 1:
+            self._raise_priority(priority - 1)
+        sys.setswitchinterval(0.001)  # a waiting control thread gets the GIL within a millisecond
+
+    def _raise_priority(self, priority: int) -> None:
+        """SCHED_FIFO for the calling thread, as ros2_control's thread_priority: neither the model (its
+        own process, normal priority) nor other load delays a tick; a warning where it is not allowed."""
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except (OSError, AttributeError) as exc:
+            self.get_logger().warning(
+                f"normal priority: SCHED_FIFO {priority} refused ({exc}); grant it with `ulimit -r` / "
+                "limits.conf rtprio, or set control_thread_priority: 0",
+                once=True,
+            )
 
     def _tick(self, runtime: PolicyRuntime, now: float) -> None:
         s = self._settings
@@ -442,6 +465,7 @@ def main(args: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     node = VLAPolicyNode()
     forward_core_logs(node.get_logger())
+    node.schedule_process_threads()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     spinner = threading.Thread(target=_spin, args=(executor, stop), name="vla_executor", daemon=True)

@@ -258,6 +258,7 @@ class PolicySettings:
     seed: int | None
     warmup_runs: int
     control_rate_hz: float  # 0 = from the checkpoint
+    control_thread_priority: int  # SCHED_FIFO priority of the control thread, 0 = normal
     lockstep: bool
     lockstep_timeout: float
     output_mode: str
@@ -340,6 +341,7 @@ def build_settings(values: Mapping[str, Any], schema: ParameterSchema | None = N
         seed=None if int(v["seed"]) < 0 else int(v["seed"]),
         warmup_runs=int(v["warmup_runs"]),
         control_rate_hz=float(v["control_rate_hz"]),
+        control_thread_priority=int(v["control_thread_priority"]),
         lockstep=bool(v["lockstep"]),
         lockstep_timeout=float(v["lockstep_timeout"]),
         output_mode=str(v["output_mode"]),
