@@ -479,7 +479,7 @@ def read_source(
             raise
         raise GrootImportError(_first_line(exc)) from exc
     try:
-        config = build_config(groot, eagle, proc, modality, dims, name or src.resolve().name)
+        config = build_config(groot, eagle, proc, modality, dims, name or f"gr00t-n1.5-{src.resolve().name}")
     except ConfigError as exc:
         raise GrootImportError(f"{src}: {_first_line(exc)}") from exc
     size = pre.get("size", {})
