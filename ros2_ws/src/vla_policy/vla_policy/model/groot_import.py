@@ -21,7 +21,7 @@ the user writes maps the checkpoint's modality keys onto this robot::
       action.left_arm: left_arm
       action.right_arm: right_arm
       action.claw: claw
-    normalization:                      # optional, per key: min_max (default), mean_std, identity
+    normalization:                      # optional, per key: min_max (default), q99, mean_std, identity
       state.claw: identity
 
 The import is strict: every weight of the checkpoint has a place in the model and every weight of the
