@@ -10,7 +10,7 @@ the file until used). Needs about 5 GB of disk and, for fp32, about 11 GB of mem
 repository venv::
 
     source scripts/env.sh
-    python scripts/bench_groot_import.py --work /tmp/groot_full [--dtypes bfloat16,float32] [--json]
+    python scripts/bench_groot_import.py --work /tmp/groot_full [--dtypes bfloat16,float32] [--convert]
 """
 
 from __future__ import annotations
@@ -100,10 +100,31 @@ def write_checkpoint(dst: Path) -> int:
     return total
 
 
-def child(src: Path, dtype: str) -> None:
-    """Load in this process and print wall seconds and peak RSS (JSON)."""
-    from vla_policy.model.groot_import import ModalityMap, load_groot
+def child(src: Path, dtype: str, convert: Path | None) -> None:
+    """Load (or, with ``convert``, run ``vla-policy import`` into it) in this process and print wall
+    seconds and peak RSS (JSON)."""
+    from vla_policy.model.groot_import import ModalityMap, import_groot, load_groot
 
+    if convert is not None:
+        t0 = time.perf_counter()
+        import_groot(
+            src, convert, ModalityMap.from_yaml(FIXTURE / "modality.yaml"), dtype=getattr(torch, dtype)
+        )
+        seconds = time.perf_counter() - t0
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        written = sum(f.stat().st_size for f in convert.glob("*.safetensors")) / 1e9
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "dtype": dtype,
+                    "convert_seconds": round(seconds, 2),
+                    "convert_peak_rss_gb": round(peak_kb / 1e6, 2),
+                    "written_gb": round(written, 2),
+                }
+            )
+            + "\n"
+        )
+        return
     t0 = time.perf_counter()
     policy = load_groot(src, ModalityMap.from_yaml(FIXTURE / "modality.yaml"), dtype=getattr(torch, dtype))
     seconds = time.perf_counter() - t0
@@ -137,19 +158,24 @@ def main() -> int:
     parser.add_argument("--dtypes", default="bfloat16,float32")
     parser.add_argument("--keep", action="store_true", help="keep the written checkpoint")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--convert", action="store_true", help="also time `vla-policy import` (bf16 output)")
     parser.add_argument("--child", choices=("bfloat16", "float32"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-convert", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     src = args.work / "gr00t_n15_random"
     if args.child:
-        child(src, args.child)
+        child(src, args.child, args.child_convert)
         return 0
     t0 = time.perf_counter()
     params = write_checkpoint(src)
     logger.info("wrote %s: %.3f B parameters in %.0f s", src, params / 1e9, time.perf_counter() - t0)
     results = []
-    for dtype in args.dtypes.split(","):
+    runs = [[dtype] for dtype in args.dtypes.split(",")]
+    if args.convert:
+        runs.append(["bfloat16", "--child-convert", str(args.work / "converted")])
+    for dtype, *extra in runs:
         out = subprocess.run(
-            [sys.executable, __file__, "--work", str(args.work), "--child", dtype],
+            [sys.executable, __file__, "--work", str(args.work), "--child", dtype, *extra],
             capture_output=True,
             text=True,
             check=False,
@@ -161,6 +187,7 @@ def main() -> int:
         logger.info("%s", results[-1])
     if not args.keep:
         shutil.rmtree(src)
+        shutil.rmtree(args.work / "converted", ignore_errors=True)
     if args.json:
         sys.stdout.write(json.dumps(results, indent=1) + "\n")
     return 0

@@ -362,6 +362,27 @@ def write_processor_files(root: Path) -> dict[str, int]:
     return ids
 
 
+def redraw_weights(model: torch.nn.Module) -> None:
+    """Random weights at a scale where every part of the network moves the actions, as trained weights
+    do: GR00T's N(0, 0.02) init at these tiny widths leaves the action path almost silent (the padded
+    dims' feedback, for one, would change the chunk by 1e-5 only). Matrices N(0, 1/fan_in), norms
+    1 + N(0, 0.1), biases and embeddings N(0, 0.1); then rounded to bf16, the dtype they are stored in."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim >= 2 and "embedding" not in name and "future_tokens" not in name:
+                fan_in = p.shape[1] if p.ndim == 3 or name.endswith(".W") else p[0].numel()
+                p.copy_(noise / fan_in**0.5)
+            elif (
+                p.ndim == 1 and ("norm" in name or name.endswith("mlp1.0.weight")) and name.endswith("weight")
+            ):
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(0.1 * noise)
+            p.copy_(p.bfloat16().float())
+
+
 def groot_config() -> dict:
     """The GR00T N1.5 config at tiny sizes (the keys of the official config.json)."""
     return {
@@ -478,11 +499,11 @@ def main() -> int:
     with sdpa_instead_of_flash_attention():
         model = GR00TN15(GR00TN15Config(**groot_config()), local_model_path=str(ckpt))
     model.eval()
-    with torch.no_grad():  # weights exactly representable in bf16, the dtype they are stored in
-        for p in model.parameters():
-            p.copy_(p.bfloat16().float())
-    model.to(torch.bfloat16).save_pretrained(str(ckpt), max_shard_size="200KB", safe_serialization=True)
-    model.float()
+    redraw_weights(model)
+    # stored as bf16 without casting the model: a round trip through bf16 would also round its fp32
+    # buffers (the LLM's RoPE frequencies) and change the reference's outputs
+    bf16 = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.save_pretrained(str(ckpt), state_dict=bf16, max_shard_size="200KB", safe_serialization=True)
     logger.info("checkpoint: %s", sorted(p.name for p in ckpt.iterdir()))
 
     rng = np.random.default_rng(7)

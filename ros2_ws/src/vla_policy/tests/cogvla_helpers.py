@@ -12,7 +12,7 @@ from vla_policy.observation import Observation, synthetic_observation
 
 
 def cog_config(**options: object) -> ModelConfig:
-    base = get_preset("tiny")
+    base = get_preset("tiny-seed")  # CogVLA works on SigLIP's patch tokens: the seed's projector
     cog = CogVLAConfig(**options)  # type: ignore[arg-type]
     return dataclasses.replace(base, backbone=dataclasses.replace(base.backbone, cogvla=cog))
 

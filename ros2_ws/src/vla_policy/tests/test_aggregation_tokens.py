@@ -37,8 +37,9 @@ def test_full_size_counts_256_to_64() -> None:
     assert counts["image_tokens_per_image"] == 64
     assert counts["image_tokens"] == 3 * 64
     assert counts["llm_tokens_per_layer"][:4] == [213, 213, 213, 1 + 144 + 20]
-    assert token_counts(get_preset("groot-n1.5").backbone, 20)["llm_input_tokens"] == 1 + 768 + 20
+    # groot-n1.5 itself: Eagle's pixel shuffle already gives 64 tokens per image (256 patches / 4)
+    assert token_counts(get_preset("groot-n1.5").backbone, 20)["llm_input_tokens"] == 1 + 192 + 20
 
 
 def test_default_backbone_unchanged() -> None:
-    assert cog_config().backbone.num_image_tokens == get_preset("tiny").backbone.num_image_tokens == 48
+    assert cog_config().backbone.num_image_tokens == get_preset("tiny-seed").backbone.num_image_tokens == 48

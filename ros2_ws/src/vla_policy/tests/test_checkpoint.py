@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -117,3 +118,27 @@ def test_tokenizer_json_in_checkpoint_is_used(saved: tuple[VLAPolicy, Path], tmp
     tok.save(str(path / "tokenizer.json"))
     policy = VLAPolicy.from_checkpoint(path)
     assert policy.tokenizer.image_id == 2 and policy.tokenizer.encode("pick up") == [3, 4]
+
+
+def test_old_checkpoint_config_means_the_seed_architecture() -> None:
+    """models/tiny-aloha-transfer-cube predates the reference keys: loading it gives the seed's layout
+    and the chunk pinned from the code before the reference architecture existed."""
+    from vla_policy.observation import synthetic_observation
+
+    path = Path(__file__).resolve().parents[4] / "models" / "tiny-aloha-transfer-cube"
+    saved = json.loads((path / "config.json").read_text())["model"]
+    assert "layout" not in saved["decoder"] and "attention_bias" not in saved["action_head"]
+    policy = VLAPolicy.from_checkpoint(path)
+    cfg = policy.config
+    assert cfg.decoder.layout == "split" and cfg.backbone.projector == "linear"
+    assert not cfg.action_head.attention_bias and cfg.action_head.use_vl_mask
+    obs = synthetic_observation(cfg.backbone.cameras, 48, 14, seed=5)
+    res = policy.predict_chunk(obs, seed=3)
+    assert res.actions.shape == (16, 16)
+    pinned = [  # rows 0, 7, 15; dims 0, 3, 9, 14, 15 (the code at commit af0dcb5)
+        [-0.006075, -0.007793, 0.13624, 0.260908, 0.809188],
+        [-0.006845, -0.012395, 0.101041, 0.121146, 0.93005],
+        [-0.007083, -0.01091, 0.142589, 0.20632, 0.919901],
+    ]
+    np.testing.assert_allclose(res.actions[[0, 7, 15]][:, [0, 3, 9, 14, 15]], pinned, atol=2e-6, rtol=0)
+    assert float(np.abs(res.actions).mean()) == pytest.approx(0.339412, abs=2e-6)

@@ -50,3 +50,27 @@ def test_config_dict_round_trip_is_exact() -> None:
 def test_replace_validates_new_values() -> None:
     with pytest.raises(ConfigError, match="num_inference_steps"):
         replace(get_preset("tiny"), num_inference_steps=0)
+
+
+NEW_KEYS = {  # the keys the reference architecture added; an older config.json has none of them
+    "backbone": ("projector", "pixel_shuffle", "projector_layers", "prompt", "image_preprocessing"),
+    "action_head": ("attention_bias", "use_vl_mask", "dropout", "init_std"),
+    "decoder": ("layout", "group_spans"),
+    "normalization": ("state_modes", "action_modes"),
+}
+
+
+def test_config_without_the_new_keys_is_the_seed_architecture() -> None:
+    old = to_dict(get_preset("tiny-seed"))
+    for section, keys in NEW_KEYS.items():
+        for key in keys:
+            old[section].pop(key)
+    old.pop("embodiment_id")
+    assert from_dict(ModelConfig, old) == get_preset("tiny-seed")
+    assert get_preset("tiny-seed").decoder.layout == "split"
+
+
+def test_reference_layout_needs_the_full_padded_action_width() -> None:
+    cfg = get_preset("tiny")
+    with pytest.raises(ConfigError, match="must equal max_action_dim 32"):
+        replace(cfg, action_head=replace(cfg.action_head, action_dim=16))

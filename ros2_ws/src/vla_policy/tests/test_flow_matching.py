@@ -84,3 +84,12 @@ def test_rtc_overlap_is_pulled_toward_previous(policy: VLAPolicy) -> None:
 def test_rtc_previous_must_be_2d() -> None:
     with pytest.raises(ValueError, match="previous must be"):
         RTCGuidance(np.zeros(16), frozen_steps=1, overlap_steps=1)
+
+
+def test_step_bucket_is_groot_k_over_n() -> None:
+    """GR00T's bucket is int(k / N * 1000); the accumulated t = k * (1 / N) is one bucket lower at some
+    steps (N = 35, 55, 70, 95 below 100), never for the default N = 4."""
+    from vla_policy.model.flow_matching import step_bucket
+
+    assert step_bucket(7, 35, 1000) == 200 and int(7 * (1.0 / 35) * 1000) == 199
+    assert [step_bucket(k, 4, 1000) for k in range(4)] == [0, 250, 500, 750]

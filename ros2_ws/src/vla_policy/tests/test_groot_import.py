@@ -143,3 +143,16 @@ def test_unknown_group_in_modality_map_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text(text)
     with pytest.raises(GrootImportError, match=r"action\.claw maps to 'gripper'"):
         ModalityMap.from_yaml(tmp_path / "m.yaml")
+
+
+def test_modality_map_unknown_key_names_the_nearest(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text((FIXTURE / "modality.yaml").read_text() + "normalisation: {}\n")
+    with pytest.raises(GrootImportError, match="did you mean 'normalization'"):
+        ModalityMap.from_yaml(tmp_path / "m.yaml")
+
+
+def test_normalization_of_an_unlisted_key_is_refused(tmp_path: Path) -> None:
+    text = (FIXTURE / "modality.yaml").read_text() + "normalization:\n  state.claws: identity\n"
+    (tmp_path / "m.yaml").write_text(text)
+    with pytest.raises(GrootImportError, match=r"did you mean 'state\.claw'"):
+        ModalityMap.from_yaml(tmp_path / "m.yaml")

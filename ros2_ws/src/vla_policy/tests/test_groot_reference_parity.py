@@ -89,7 +89,8 @@ def test_first_step_velocity_matches(policy: VLAPolicy, reference: dict[str, tor
 
 
 def test_normalised_chunk_matches(policy: VLAPolicy, reference: dict[str, torch.Tensor]) -> None:
-    """Four Euler steps over all 32 dims: the padded dims' predictions feed back as the reference's do."""
+    """Four Euler steps over all 32 dims: the padded dims' predictions feed back as the reference's do
+    (the seed's exact ``-noise`` velocity for them puts this chunk 0.075 off)."""
     obs = _observation(reference)
     with torch.inference_mode():
         prefix = policy.encode_prefix(obs)
@@ -102,7 +103,7 @@ def test_padded_batch_matches_attending_to_the_padding(
     policy: VLAPolicy, reference: dict[str, torch.Tensor]
 ) -> None:
     """Two prompts of different lengths, left-padded as lerobot's collate does: the reference applies no
-    VL attention mask, so the padded row's actions depend on the padding tokens (1e-3 off with a mask)."""
+    VL attention mask, so the padded row's actions depend on the padding tokens (0.039 off with a mask)."""
     meta = json.loads((FIXTURE / "reference.json").read_text())
     first = _observation(reference)
     second = Observation(
@@ -150,30 +151,6 @@ def test_bf16_import_holds_bf16_weights_and_runs(
     assert np.all(np.isfinite(res.actions))
     # the stored weights are bf16 already: only the bf16 arithmetic differs from fp32
     assert float(np.abs(res.actions[:, :16] - reference["chunk"].numpy()).max()) < 0.2
-
-
-def test_old_checkpoint_config_means_the_seed_architecture() -> None:
-    """models/tiny-aloha-transfer-cube predates the reference keys: loading it gives the seed's layout
-    and the chunk pinned from the code before the reference architecture existed."""
-    from vla_policy.observation import synthetic_observation
-
-    path = Path(__file__).resolve().parents[4] / "models" / "tiny-aloha-transfer-cube"
-    saved = json.loads((path / "config.json").read_text())["model"]
-    assert "layout" not in saved["decoder"] and "attention_bias" not in saved["action_head"]
-    policy = VLAPolicy.from_checkpoint(path)
-    cfg = policy.config
-    assert cfg.decoder.layout == "split" and cfg.backbone.projector == "linear"
-    assert not cfg.action_head.attention_bias and cfg.action_head.use_vl_mask
-    obs = synthetic_observation(cfg.backbone.cameras, 48, 14, seed=5)
-    res = policy.predict_chunk(obs, seed=3)
-    assert res.actions.shape == (16, 16)
-    pinned = [  # rows 0, 7, 15; dims 0, 3, 9, 14, 15 (the code at commit af0dcb5)
-        [-0.006075, -0.007793, 0.13624, 0.260908, 0.809188],
-        [-0.006845, -0.012395, 0.101041, 0.121146, 0.93005],
-        [-0.007083, -0.01091, 0.142589, 0.20632, 0.919901],
-    ]
-    np.testing.assert_allclose(res.actions[[0, 7, 15]][:, [0, 3, 9, 14, 15]], pinned, atol=2e-6, rtol=0)
-    assert float(np.abs(res.actions).mean()) == pytest.approx(0.339412, abs=2e-6)
 
 
 def _run(argv: list[str]) -> tuple[int, str]:

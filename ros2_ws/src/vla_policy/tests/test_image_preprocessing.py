@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from vla_policy.model.image_preprocessing import preprocess_frames, preprocess_images
 from vla_policy.model.presets import get_preset
 from vla_policy.strict_config import replace
@@ -36,3 +37,14 @@ def test_wrong_history_length_rejected() -> None:
 def test_float_images_rejected() -> None:
     with pytest.raises(ValueError, match="uint8"):
         preprocess_frames(np.zeros((1, 8, 8, 3), np.float32), 64)
+
+
+def test_eagle_resize_stays_uint8_like_its_processor() -> None:
+    """Eagle's processor resizes the uint8 image (bicubic, antialiased, rounded and clamped to uint8),
+    then normalises: every output is (k - 127.5) / 127.5 for an integer k in 0..255."""
+    frames = np.random.default_rng(0).integers(0, 256, size=(1, 24, 40, 3), dtype=np.uint8)
+    x = preprocess_frames(frames, 32, "eagle")
+    assert x.shape == (1, 3, 32, 32)
+    k = x * 127.5 + 127.5
+    assert torch.allclose(k, k.round(), atol=1e-4) and k.min() >= 0 and k.max() <= 255
+    assert not torch.allclose(x, preprocess_frames(frames, 32, "bilinear"), atol=1e-3)

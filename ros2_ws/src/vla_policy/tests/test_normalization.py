@@ -65,3 +65,18 @@ def test_action_dims_past_statistics_pass_through_and_state_dims_do_not() -> Non
     np.testing.assert_allclose(norm.unnormalize_action(y), [[4.0, 2.0, 0.25, -3.0]])
     with pytest.raises(ValueError, match="statistics cover 2"):
         norm.normalize_state(np.zeros(3, dtype=np.float32))
+
+
+def test_q99_mode_maps_quantiles_and_always_clips() -> None:
+    """GR00T's q99: [q01, q99] -> [-1, 1], clipped even with config.clip off (imports turn it off)."""
+    stats = FeatureStats(
+        min=np.array([-9.0]), max=np.array([9.0]), mean=np.zeros(1), std=np.ones(1),
+        q01=np.array([0.0]), q99=np.array([2.0]),
+    )  # fmt: skip
+    norm = Normalizer(
+        {"state": stats, "action": stats}, NormalizationConfig(clip=False, action_modes=("q99",))
+    )
+    np.testing.assert_allclose(
+        norm.normalize_action(np.array([0.0, 1.0, 2.0, 5.0])[:, None]).ravel(), [-1, 0, 1, 1]
+    )
+    np.testing.assert_allclose(norm.unnormalize_action(np.array([[3.0]])), [[2.0]])

@@ -1,9 +1,10 @@
 """Prefix tokens and prefix latency: CogVLA aggregation + pruning against the baseline, in one run.
 
-``python -m vla_policy.benchmarks.cogvla_bench --preset tiny --reps 50`` builds the baseline preset
+``python -m vla_policy.benchmarks.cogvla_bench --preset tiny-seed --reps 50`` builds the baseline preset
 and the same preset with aggregation tokens and LLM pruning on, then times ``encode_prefix`` (vision +
 LLM + VL head, eager torch) for both, interleaved rep by rep so drift in the machine's load hits both
-alike.
+alike. CogVLA works on SigLIP's patch tokens, so the baseline is a preset with the seed's projector
+(``tiny-seed``; ``tiny`` has Eagle's pixel shuffle).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default="tiny-seed")
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--aggregation", type=int, default=0, help="tokens per image; 0: patches / 4")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from vla_policy.model.cogvla.config import CogVLAConfig
 from vla_policy.strict_config import require
 
-NORMALIZATION_MODES = ("min_max", "mean_std", "identity")
+NORMALIZATION_MODES = ("min_max", "q99", "mean_std", "identity")
 PADDING_SIDES = ("left", "right")
 PROJECTORS = ("linear", "eagle")
 PROMPT_FORMATS = ("plain", "chat")

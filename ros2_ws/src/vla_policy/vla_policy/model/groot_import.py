@@ -21,7 +21,7 @@ the user writes maps the checkpoint's modality keys onto this robot::
       action.left_arm: left_arm
       action.right_arm: right_arm
       action.claw: claw
-    normalization:                      # optional, per key: min_max (default), mean_std, identity
+    normalization:                      # optional, per key: min_max (default), q99, mean_std, identity
       state.claw: identity
 
 The import is strict: every weight of the checkpoint has a place in the model and every weight of the
@@ -58,7 +58,7 @@ from vla_policy.model.config import (
 )
 from vla_policy.model.normalization import FeatureStats, Normalizer
 from vla_policy.model.tokenizer import CHAT_FILES, PROCESSOR_DIR, EagleChatTokenizer
-from vla_policy.strict_config import ConfigError
+from vla_policy.strict_config import ConfigError, unknown_key_message
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class ModalityMap:
         known = {"embodiment_tag", "dt", "video", "state", "action", "normalization"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise GrootImportError(f"{path}: unknown key {unknown[0]!r}; expected {sorted(known)}")
+            raise GrootImportError(unknown_key_message(str(unknown[0]), known, str(path)))
         for key in ("embodiment_tag", "video", "state", "action"):
             if key not in data:
                 raise GrootImportError(f"{path}: missing {key!r}")
@@ -148,11 +148,16 @@ class ModalityMap:
         norm = data.get("normalization") or {}
         if not isinstance(norm, dict):
             raise GrootImportError(f"{path}: normalization must map keys to modes")
+        state, action = pairs("state"), pairs("action")
+        listed = {k for k, _ in state + action}
+        for key in norm:
+            if key not in listed:
+                raise GrootImportError(unknown_key_message(str(key), listed, f"{path}: normalization"))
         return cls(
             embodiment_tag=str(data["embodiment_tag"]),
             video=pairs("video"),
-            state=pairs("state"),
-            action=pairs("action"),
+            state=state,
+            action=action,
             normalization={str(k): str(v) for k, v in norm.items()},
             dt=float(data.get("dt", 0.05)),
         )
@@ -479,7 +484,7 @@ def read_source(
             raise
         raise GrootImportError(_first_line(exc)) from exc
     try:
-        config = build_config(groot, eagle, proc, modality, dims, name or src.resolve().name)
+        config = build_config(groot, eagle, proc, modality, dims, name or f"gr00t-n1.5-{src.resolve().name}")
     except ConfigError as exc:
         raise GrootImportError(f"{src}: {_first_line(exc)}") from exc
     size = pre.get("size", {})

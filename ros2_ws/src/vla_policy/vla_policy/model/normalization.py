@@ -6,7 +6,8 @@
      "action": {... same keys, 16 dims [left 7, right 7, claw 2] ...}}
 
 Modes per group (``NormalizationConfig``): ``min_max`` maps [min, max] (or [q01, q99]) to [-1, 1],
-``mean_std`` standardises, ``identity`` passes through. State dims follow the action layout (left, right,
+``q99`` maps [q01, q99] to [-1, 1] and clips (GR00T's), ``mean_std`` standardises, ``identity`` passes
+through. State dims follow the action layout (left, right,
 claw), dims past it use the ``extra`` mode; ``state_modes``/``action_modes`` (an imported checkpoint's
 per-modality modes) replace the group modes dim by dim, and dims past them are ``identity`` (padding), as
 are action dims past the statistics (the reference decoder predicts all ``max_action_dim`` dims).
@@ -135,7 +136,8 @@ class Normalizer:
         return modes
 
     def _affine(self, key: str, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(offset, scale, is_min_max) with normalised = (x - offset) / scale for the first ``dim`` dims."""
+        """(offset, scale, clipped) with normalised = (x - offset) / scale for the first ``dim`` dims;
+        ``clipped`` marks the dims kept to [-1, 1] (min_max with config.clip, and q99 always)."""
         if key not in self.stats:
             raise KeyError(f"no statistics for {key!r}; have {sorted(self.stats)}")
         s = self.stats[key]
@@ -145,29 +147,31 @@ class Normalizer:
         offset, scale, mm = np.zeros(dim), np.ones(dim), np.zeros(dim, dtype=bool)
         # action dims past the statistics are the reference decoder's padding: they pass through
         for i, mode in enumerate(self._modes(key, min(dim, s.dim))):
-            if mode == "min_max":
-                rng = hi[i] - lo[i]
+            if mode in ("min_max", "q99"):  # q99: GR00T's [q01, q99] -> [-1, 1], clipped
+                a, b = (lo[i], hi[i]) if mode == "min_max" else (s.q01[i], s.q99[i])
                 # a constant dim normalises to 0 rather than dividing by ~0
-                offset[i], scale[i], mm[i] = (lo[i] + hi[i]) / 2, max(rng / 2, self.config.eps), True
-                if rng < self.config.eps:
-                    offset[i] = lo[i]
+                offset[i], scale[i] = (a + b) / 2, max((b - a) / 2, self.config.eps)
+                mm[i] = self.config.clip or mode == "q99"
+                if b - a < self.config.eps:
+                    offset[i] = a
             elif mode == "mean_std":
                 offset[i], scale[i] = s.mean[i], s.std[i] + self.config.eps
         return offset, scale, mm
 
     def normalize(self, key: str, x: Array) -> Array:
-        """Raw [..., D] -> normalised [..., D] (min_max dims clipped to [-1, 1] when config.clip)."""
+        """Raw [..., D] -> normalised [..., D] (min_max dims clipped to [-1, 1] when config.clip, q99 dims
+        always)."""
         offset, scale, mm = self._affine(key, x.shape[-1])
         y = (x - _like(offset, x)) / _like(scale, x)
         return self._clip(y, mm)
 
     def unnormalize(self, key: str, y: Array) -> Array:
-        """Normalised [..., D] -> raw [..., D] (min_max dims clipped to [-1, 1] first when config.clip)."""
+        """Normalised [..., D] -> raw [..., D] (clipped dims to [-1, 1] first, as in normalize)."""
         offset, scale, mm = self._affine(key, y.shape[-1])
         return self._clip(y, mm) * _like(scale, y) + _like(offset, y)
 
     def _clip(self, y: Array, mm: np.ndarray) -> Array:
-        if not self.config.clip or not mm.any():
+        if not mm.any():
             return y
         lo = np.where(mm, -1.0, -np.inf)
         hi = np.where(mm, 1.0, np.inf)
