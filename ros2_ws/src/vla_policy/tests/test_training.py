@@ -9,8 +9,8 @@ from vla_policy.observation import Observation, synthetic_observation
 from vla_policy.strict_config import replace
 
 
-def _policy(**flags: bool) -> VLAPolicy:
-    cfg = get_preset("tiny")
+def _policy(preset: str = "tiny", **flags: bool) -> VLAPolicy:
+    cfg = get_preset(preset)
     bb = {k: v for k, v in flags.items() if k in ("tune_visual", "tune_llm")}
     ah = {k: v for k, v in flags.items() if k in ("tune_projector", "tune_diffusion_model")}
     cfg = replace(cfg, backbone=replace(cfg.backbone, **bb), action_head=replace(cfg.action_head, **ah))
@@ -65,29 +65,38 @@ def test_flag_controls_exactly_its_modules(flag: str, prefixes: tuple[str, ...])
         ),
     ],
 )
-def test_tune_projector_covers_head_but_not_dit() -> None:
+def test_tune_projector_covers_head_but_not_dit(preset: str, expected: set[str]) -> None:
     off = {"tune_visual": False, "tune_llm": False, "tune_diffusion_model": False}
-    names = _trainable(_policy(tune_projector=True, **off)) - _trainable(_policy(tune_projector=False, **off))
-    tops = {n.split(".")[1] for n in names}
-    assert tops == {
-        "vlln",
-        "vl_self_attention",
-        "state_encoder",
-        "action_encoder",
-        "position_embedding",
-        "future_tokens",
-        "shared_arm_decoder",
-        "action_claw_decoder",
-    }
+    on = _trainable(_policy(preset, tune_projector=True, **off))
+    names = on - _trainable(_policy(preset, tune_projector=False, **off))
+    assert {n.split(".")[1] for n in names} == expected
 
 
-def test_eagle_linear_trainable_with_every_flag_off() -> None:
-    cfg = get_preset("tiny")
+@pytest.mark.parametrize(
+    "preset,always",
+    [
+        ("tiny-seed", ("backbone.eagle_linear.",)),
+        # GR00T N1.5: vlln, vl_self_attention and the future tokens have no flag of their own
+        (
+            "tiny",
+            (
+                "backbone.eagle_linear.",
+                "action_head.vlln.",
+                "action_head.vl_self_attention.",
+                "action_head.future_tokens.",
+            ),
+        ),
+    ],
+)
+def test_what_trains_with_every_flag_off(preset: str, always: tuple[str, ...]) -> None:
+    cfg = get_preset(preset)
     cfg = replace(cfg, backbone=replace(cfg.backbone, project_to_dim=64))
     policy = VLAPolicy(
         replace(cfg, action_head=replace(cfg.action_head, tune_projector=False, tune_diffusion_model=False))
     )
-    assert _trainable(policy) == {"backbone.eagle_linear.weight", "backbone.eagle_linear.bias"}
+    names = _trainable(policy)
+    assert {"backbone.eagle_linear.weight", "backbone.eagle_linear.bias"} <= names
+    assert all(n.startswith(always) for n in names), sorted(n for n in names if not n.startswith(always))
     assert "always" in trainable_groups(policy.model, policy.config)
 
 
@@ -104,7 +113,8 @@ def test_frozen_parameters_get_no_gradient() -> None:
 
 def test_loss_falls_on_tiny_synthetic_task() -> None:
     torch.manual_seed(0)
-    policy = _policy()
+    # the seed layout: the reference's 0.02 init learns slowly at width 64 (1.11 -> 1.03 in 200 steps)
+    policy = _policy("tiny-seed")
     policy.model.train()
     rng = np.random.default_rng(0)
     obs, acts = [], []
