@@ -674,7 +674,7 @@ def _train(
         module = wrap(loss_module, ctx, cfg.strategy, probe)
     engine = Engine(module, ctx, precision, cfg.strategy, policy.config)
     params_list = [p for p in policy.model.parameters() if p.requires_grad]  # FSDP's sharded ones
-    n_trainable = sum(full_tensor(p).numel() if engine.sharded else p.numel() for p in params_list)
+    n_trainable = sum(p.numel() for p in params_list)  # a DTensor's numel is the whole tensor's
     logger.info("trainable parameters: %d (%s)", n_trainable, flags)
     optimizer = torch.optim.AdamW(
         params_list, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=False
