@@ -60,15 +60,17 @@ BASE = dict(
     warmup_steps=2,
     val_fraction=0.5,
     val_every=3,
+    grad_clip=0.1,  # below every step's gradient norm: clipping acts on every step
     workers=0,
     progress=False,
 )
 CLI_BASE = [
     "--steps", str(STEPS), "--batch-size", "2", "--lr", "1e-3", "--warmup-steps", "2",
-    "--val-fraction", "0.5", "--val-every", "3", "--workers", "0", "--no-progress", "--check-replicas",
+    "--val-fraction", "0.5", "--val-every", "3", "--grad-clip", "0.1", "--workers", "0", "--no-progress",
+    "--check-replicas",
 ]  # fmt: skip
 LORA = ["--lora-rank", "4", "--tune-visual", "--steps", "3", "--lr", "1e-3", "--warmup-steps", "1",
-        "--val-fraction", "0.5", "--workers", "0", "--no-progress"]  # fmt: skip
+        "--val-fraction", "0.5", "--grad-clip", "0.1", "--workers", "0", "--no-progress"]  # fmt: skip
 
 
 def _rows(out: Path) -> list[dict]:
@@ -150,6 +152,8 @@ def test_ddp_ranks_hold_identical_weights_after_every_step(ddp_half):
 
 def test_ddp_follows_the_one_process_loss_curve(ddp_half, reference):
     _assert_same_curve(_rows(ddp_half), _rows(reference), range(1, 4))
+    # the clipped norm is the global one: clipping acted at every step, alike on both sides
+    assert all(r["grad_norm"] > 0.1 for r in _rows(reference) if "grad_norm" in r)
 
 
 def test_two_rank_run_resumes_on_one_process(bags, ddp_half, reference, tmp_path, single_thread):

@@ -18,19 +18,17 @@ order and are expanded to the head's 16-D layout; head dims without a joint are 
 
 Bags are decoded in parallel threads. Camera frames larger than ``max_image_side`` are downscaled once at
 load time (keeping the aspect ratio) so that memory stays bounded; frames shared by consecutive windows
-are stored once. Batches are built (augmentation, ``policy.make_batch``) by background threads, each
-batch a pure function of ``(seed, step)`` so that a resumed run sees the same batches.
+are stored once. :class:`BatchBuilder` builds batches (augmentation, ``policy.make_batch``), each a pure
+function of its RNG keys so that a resumed run sees the same batches; the trainer's worker processes
+call it (:mod:`vla_policy.training.sampler`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -408,57 +406,6 @@ class BatchBuilder:
         mask = torch.as_tensor(self.dataset.action_dims, device=batch["action_mask"].device)
         batch["action_mask"][..., : mask.shape[0]] &= mask
         return batch
-
-
-class Prefetcher:
-    """Build the batches of steps ``start, start+1, ...`` in ``workers`` background threads, ``depth``
-    ahead; ``get()`` returns them in order. Records the build time of each batch (loading throughput)."""
-
-    def __init__(
-        self, build: Callable[[int], dict[str, Any]], start: int, stop: int, workers: int, depth: int
-    ) -> None:
-        self._build = build
-        self._next_submit = start
-        self._stop = stop
-        self._sync = workers <= 0  # build in the caller's thread, when asked for: no overlap
-        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="batch")
-        self._queue: deque[Future[dict[str, Any]]] = deque()
-        self._lock = threading.Lock()
-        self.build_seconds: list[float] = []
-        self.wait_seconds = 0.0
-        for _ in range(0 if self._sync else max(1, depth)):
-            self._submit()
-
-    def _timed(self, step: int) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        out = self._build(step)
-        with self._lock:
-            self.build_seconds.append(time.perf_counter() - t0)
-        return out
-
-    def _submit(self) -> None:
-        if self._next_submit < self._stop:
-            self._queue.append(self._pool.submit(self._timed, self._next_submit))
-            self._next_submit += 1
-
-    def get(self) -> dict[str, Any]:
-        if self._sync:
-            t0 = time.perf_counter()
-            out = self._timed(self._next_submit)
-            self._next_submit += 1
-            self.wait_seconds += time.perf_counter() - t0
-            return out
-        fut = self._queue.popleft()
-        self._submit()
-        t0 = time.perf_counter()
-        out = fut.result()
-        self.wait_seconds += time.perf_counter() - t0
-        return out
-
-    def close(self) -> None:
-        for f in self._queue:
-            f.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def describe_episodes(episodes: Sequence[Episode]) -> dict[str, Any]:

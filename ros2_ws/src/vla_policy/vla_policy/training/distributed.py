@@ -170,6 +170,7 @@ def wrap(loss_module: LossModule, ctx: DistContext, strategy: str, probe: dict[s
             loss_module,
             device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
             find_unused_parameters=bool(unused),
+            gradient_as_bucket_view=True,  # the gradients live in DDP's buckets: no second copy
         )
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard

@@ -674,7 +674,7 @@ def _train(
         module = wrap(loss_module, ctx, cfg.strategy, probe)
     engine = Engine(module, ctx, precision, cfg.strategy, policy.config)
     params_list = [p for p in policy.model.parameters() if p.requires_grad]  # FSDP's sharded ones
-    n_trainable = sum(full_tensor(p).numel() if engine.sharded else p.numel() for p in params_list)
+    n_trainable = sum(p.numel() for p in params_list)  # a DTensor's numel is the whole tensor's
     logger.info("trainable parameters: %d (%s)", n_trainable, flags)
     optimizer = torch.optim.AdamW(
         params_list, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=False
@@ -1009,13 +1009,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(s, indent=1) + "\n")
     else:
-        load = s["loading_samples_per_s_per_worker"]
+        workers = s["loading_workers"]
+        load = f"{s['loading_samples_per_s_per_worker']} samples/s " + (
+            f"per worker x {workers}" if workers else "in the trainer"
+        )
         sys.stdout.write(
             f"step {s['step']}/{s['steps']}: loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}, "
             f"val_loss {s['val_loss']}; effective batch {s['effective_batch_size']} = "
             f"{s['batch_size_per_rank']} per rank x {s['world_size']} ranks x {s['grad_accum']} accumulated; "
             f"{s['train_samples_per_s']} samples/s ({s['train_samples_per_s_per_rank']} per rank; "
-            f"loading {load} samples/s per worker x {s['loading_workers']}, "
+            f"loading {load}, "
             f"waited on data {100 * (s['data_wait_fraction'] or 0):.1f}%); checkpoint: {result.out}\n"
         )
     return 0
