@@ -88,7 +88,7 @@ def test_repository_python_has_no_unsafe_deserialisation_or_eval() -> None:
 
 @pytest.mark.ros
 def test_node_resolves_and_validates_checkpoint_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vla_policy_node.node import resolve_checkpoint
+    from vla_policy.runtime.workers import resolve_checkpoint
 
     monkeypatch.delenv("VLA_CHECKPOINT_DIR", raising=False)
     ckpt = tmp_path / "ckpt"

@@ -32,7 +32,7 @@ setup(
     extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
-            "vla_policy_node = vla_policy_node.node:main",
+            "vla_policy_node = vla_policy_node.main:main",
             "bench_control = vla_policy_node.bench_control:main",
             "vla-bag = vla_policy_node.bag_cli:main",
         ],

@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import vla_policy.runtime.thread_worker as thread_worker
+import vla_policy_node.main as main_mod
 import vla_policy_node.node as node_mod
 from node_harness import CAMERAS, IMAGE_SIZE
 from vla_policy.runtime.inference import InferenceRequest, InferenceResult, ModelInfo, PolicySpec
@@ -64,4 +65,4 @@ if __name__ == "__main__":
     fake: Any = FakeRunner(**json.loads(os.environ.get("VLA_FAKE_POLICY", "{}")))
     thread_worker.PolicyRunner = fake  # type: ignore[misc,assignment]
     node_mod.resolve_checkpoint = Path  # type: ignore[assignment]  # no checkpoint: the fake is the model
-    node_mod.main()
+    main_mod.main()

@@ -386,5 +386,5 @@ class Harness:
 def start_node(params_file: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
     import ros_harness
 
-    cmd = [sys.executable, "-m", "vla_policy_node.node", "--ros-args", "--params-file", str(params_file)]
+    cmd = [sys.executable, "-m", "vla_policy_node.main", "--ros-args", "--params-file", str(params_file)]
     return ros_harness.spawn(cmd, env, log_path=log_path)

@@ -48,7 +48,7 @@ def main() -> int:
         capture_output=True,
     )
     params = write_params_file(tmp / "params.yaml", node_params(ckpt, output_mode="forward"))
-    cmd = [sys.executable, "-m", "vla_policy_node.node", "--ros-args", "--params-file", str(params)]
+    cmd = [sys.executable, "-m", "vla_policy_node.main", "--ros-args", "--params-file", str(params)]
     proc = ros_harness.spawn(cmd, env, log_path=tmp / "node.log")
     harness = Harness()
     harness.publish_instruction("pick up the red cube")

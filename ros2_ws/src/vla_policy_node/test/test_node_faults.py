@@ -31,6 +31,12 @@ def _start(tmp_path: Path, env: dict[str, str], fake: dict[str, Any], **params: 
     return ros_harness.spawn(cmd, child_env, log_path=tmp_path / "node.log")
 
 
+def _started(harness: Harness, proc: subprocess.Popen) -> None:
+    """The node is up (its first status): imports alone take many seconds on a loaded machine."""
+    if harness.wait_status(lambda s: True, 180.0) is None:
+        pytest.fail(f"the node never published a status; log:\n{ros_harness.output(proc)[-3000:]}")
+
+
 @pytest.fixture
 def harness(module_ros_env: dict[str, str]) -> Iterator[Harness]:
     h = Harness()
@@ -44,6 +50,7 @@ def test_inference_exception_faults_retries_with_backoff_and_recovers(
 ) -> None:
     proc = _start(tmp_path, module_ros_env, {"fail_calls": 3}, output_mode="forward")
     try:
+        _started(harness, proc)
         fault = harness.wait_status(lambda s: s.state == FAULT and "scripted failure" in s.reason, 60.0)
         assert fault is not None and "retrying" in fault.reason
         assert harness.wait_status(lambda s: s.state == RUNNING and s.last_chunk_id > 0, 30.0) is not None
@@ -61,6 +68,7 @@ def test_slow_inference_holds_last_safe_action_and_counts_overruns(
     # chunk 0.4 s, refill at 0.2 s left, inference 0.35 s: always late
     proc = _start(tmp_path, module_ros_env, {"horizon": 8, "delay": 0.35}, output_mode="forward")
     try:
+        _started(harness, proc)
         status = harness.wait_status(lambda s: s.inference_overruns >= 2 and s.state == RUNNING, 30.0)
         assert status is not None
         # while waiting for the slow chunk the same safe command repeats (hold at last safe action)
@@ -78,6 +86,7 @@ def test_forward_hold_stop_publishes_nothing_while_stale(
 ) -> None:
     proc = _start(tmp_path, module_ros_env, {}, output_mode="forward", forward_hold="stop")
     try:
+        _started(harness, proc)
         assert harness.wait_for(lambda: harness.count_commands() > 10, 30.0)
         harness.inputs.joint_mode = "off"
         assert harness.wait_status(lambda s: s.state == 3, 30.0) is not None

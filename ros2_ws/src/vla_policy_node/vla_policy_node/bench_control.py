@@ -110,6 +110,7 @@ def run_node(
     from std_msgs.msg import String
 
     from vla_policy_node.node import VLAPolicyNode
+    from vla_policy_node.realtime import schedule_process_threads
 
     rclpy.init()
     names = [f"left_joint_{i}" for i in range(6)] + [f"right_joint_{i}" for i in range(6)]
@@ -127,7 +128,7 @@ def run_node(
         "max_state_age": 1.0,
     }
     node = VLAPolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    node.schedule_process_threads()  # as the node's main() does
+    schedule_process_threads(node)  # as the node's main() does
     side = rclpy.create_node("bench_inputs")
     cam_pubs = [side.create_publisher(Image, f"/bench/{c}", qos_profile_sensor_data) for c in CAMERAS]
     joint_pub = side.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)

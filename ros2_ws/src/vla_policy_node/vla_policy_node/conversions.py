@@ -181,6 +181,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def runtime_status_msg(stamp: float, status: RuntimeStatus) -> PolicyStatus:
+    """``vla_msgs/PolicyStatus`` of the runtime's status."""
+    return status_msg(
+        stamp=stamp,
+        state=int(status.state),
+        reason=status.reason,
+        instruction=status.instruction,
+        last_chunk_id=status.last_chunk_id,
+        observation_age=status.observation_age,
+        latencies=status.latencies,
+        deadline_misses=status.deadline_misses,
+        inference_overruns=int(status.inference.get("overruns", 0)),
+    )
+
+
 def runtime_diagnostics(
     name: str, status: RuntimeStatus, period: float, rates: Mapping[str, float]
 ) -> list[DiagnosticStatus]:

@@ -13,24 +13,16 @@ runtime's; this node only converts messages, keeps the clock and the threads, an
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
@@ -41,30 +33,14 @@ from vla_policy.runtime.inference import WorkerFailure
 from vla_policy.runtime.joint_groups import JointMappingError
 from vla_policy.runtime.policy_runtime import PolicyRuntime, RuntimeConfig, RuntimeState, TickOutput
 from vla_policy.runtime.settings import ParameterError, PolicySettings, build_settings
-from vla_policy.runtime.workers import make_worker, policy_spec
+from vla_policy.runtime.workers import make_worker, policy_spec, resolve_checkpoint
 from vla_policy.strict_config import ConfigError
 
 from vla_policy_node import conversions as conv
 from vla_policy_node.parameters import declare_parameters, dynamic_changes, make_validator, read_parameters
-from vla_policy_node.ros_logging import forward_core_logs
+from vla_policy_node.realtime import raise_priority
 
 NODE_NAME = "vla_policy_node"
-
-
-def resolve_checkpoint(path: str) -> Path:
-    """The checkpoint directory (``path``, else ``$VLA_CHECKPOINT_DIR``) resolved and checked before
-    anything is read from it: a directory holding ``config.json`` (``ValueError`` with the reason)."""
-    path = path or os.environ.get("VLA_CHECKPOINT_DIR", "")
-    if not path or "\x00" in path:
-        raise ValueError("no checkpoint: set the parameter `checkpoint` or VLA_CHECKPOINT_DIR")
-    resolved = Path(path).expanduser().resolve()
-    if not resolved.exists():
-        raise ValueError(f"{resolved}: checkpoint directory not found")
-    if not resolved.is_dir():
-        raise ValueError(f"{resolved}: a checkpoint must be a directory (with config.json and safetensors)")
-    if not (resolved / "config.json").is_file():
-        raise ValueError(f"{resolved}: not a checkpoint directory (no config.json)")
-    return resolved
 
 
 class VLAPolicyNode(LifecycleNode):
@@ -132,7 +108,6 @@ class VLAPolicyNode(LifecycleNode):
         self._create_io(settings)
         self._post_set = self.add_post_set_parameters_callback(self._apply_dynamic)
         skipped = f" (skipped {'; '.join(info.backend_skipped)})" if info.backend_skipped else ""
-        self._reason = f"configured ({info.name}); warm-up {info.warmup_s:.3f} s"
         self.get_logger().info(
             f"configured {info.name}: {len(settings.cameras)} cameras, {settings.joints.state_dim} joints, "
             f"control {1.0 / runtime.period:.1f} Hz, dt {info.dt:.3f} s, horizon {info.horizon}, blending "
@@ -308,7 +283,7 @@ class VLAPolicyNode(LifecycleNode):
         runtime, s = self._runtime, self._settings
         assert runtime is not None and s is not None
         if s.control_thread_priority > 0:
-            self._raise_priority(s.control_thread_priority)
+            raise_priority(s.control_thread_priority, self.get_logger())
         period = runtime.period
         next_due = last = self._now()
         while self._running.is_set():
@@ -322,26 +297,6 @@ class VLAPolicyNode(LifecycleNode):
                 continue
             self._wake.wait(min(next_due - now, 0.05))
             self._wake.clear()
-
-    def schedule_process_threads(self) -> None:
-        """Before the executor's threads start: they (inheriting it) run just below the control thread, so
-        one holding the GIL is never preempted by outside load while the control thread waits for it."""
-        priority = int(self.get_parameter("control_thread_priority").value)
-        if priority > 1:
-            self._raise_priority(priority - 1)
-        sys.setswitchinterval(0.001)  # a waiting control thread gets the GIL within a millisecond
-
-    def _raise_priority(self, priority: int) -> None:
-        """SCHED_FIFO for the calling thread, as ros2_control's thread_priority: neither the model (its
-        own process, normal priority) nor other load delays a tick; a warning where it is not allowed."""
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        except (OSError, AttributeError) as exc:
-            self.get_logger().warning(
-                f"normal priority: SCHED_FIFO {priority} refused ({exc}); grant it with `ulimit -r` / "
-                "limits.conf rtprio, or set control_thread_priority: 0",
-                once=True,
-            )
 
     def _tick(self, runtime: PolicyRuntime, now: float) -> None:
         s = self._settings
@@ -418,92 +373,20 @@ class VLAPolicyNode(LifecycleNode):
         now, runtime = self._now(), self._runtime
         if runtime is None:
             msg = conv.status_msg(stamp=now, state=PolicyStatus.UNCONFIGURED, reason=self._reason)
+            self._status_pub.publish(msg)
         else:
-            st = runtime.status(now)
-            if not runtime.active and st.state == RuntimeState.READY:
-                st.reason = self._reason if st.reason == "configured" else st.reason
-            msg = conv.status_msg(
-                stamp=now,
-                state=int(st.state),
-                instruction=st.instruction,
-                last_chunk_id=st.last_chunk_id,
-                observation_age=st.observation_age,
-                latencies=st.latencies,
-                deadline_misses=st.deadline_misses,
-                inference_overruns=int(st.inference.get("overruns", 0)),
-                reason=st.reason,
-            )
-        self._status_pub.publish(msg)
+            self._status_pub.publish(conv.runtime_status_msg(now, runtime.status(now)))
 
     def _publish_diagnostics(self) -> None:
-        now, runtime = self._now(), self._runtime
-        name = self.get_fully_qualified_name()
+        now, runtime, name = self._now(), self._runtime, self.get_fully_qualified_name()
         if runtime is None:
-            status = conv.diagnostic_status(
-                f"{name}: control", 1, self._reason[:200], {"state": "UNCONFIGURED"}
-            )
+            values = {"state": "UNCONFIGURED"}
+            status = conv.diagnostic_status(f"{name}: control", 1, self._reason[:200], values)
             self._diag_pub.publish(conv.diagnostic_array(now, [status]))
             return
-        st = runtime.status(now)
-        wall = time.monotonic()
-        counts = dict(st.inputs["messages"])
-        rates: dict[str, float] = {}
-        if self._last_counts is not None:
-            t0, prev = self._last_counts
-            rates = {k: (v - prev.get(k, 0)) / max(wall - t0, 1e-6) for k, v in counts.items()}
+        st, wall = runtime.status(now), time.monotonic()
+        counts, (t0, prev) = dict(st.inputs["messages"]), self._last_counts or (wall, {})
+        rates = {k: (v - prev.get(k, 0)) / max(wall - t0, 1e-6) for k, v in counts.items()} if prev else {}
         self._last_counts = (wall, counts)
-        self._diag_pub.publish(
-            conv.diagnostic_array(now, conv.runtime_diagnostics(name, st, runtime.period, rates))
-        )
-
-
-def main(args: list[str] | None = None) -> None:
-    # our own SIGINT/SIGTERM handling: rclpy's would shut the context down before the final hold is sent
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    node = VLAPolicyNode()
-    forward_core_logs(node.get_logger())
-    node.schedule_process_threads()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    spinner = threading.Thread(target=_spin, args=(executor, stop), name="vla_executor", daemon=True)
-    try:
-        if bool(node.get_parameter("autostart").value):
-            node.trigger_configure()
-            if node._runtime is not None and not stop.is_set():
-                node.trigger_activate()
-        spinner.start()
-        while not stop.wait(0.5) and spinner.is_alive():
-            pass
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.shutdown_hold()
-        executor.shutdown()
-        if spinner.is_alive():
-            spinner.join(timeout=10.0)
-        node._free("shut down")
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-
-
-def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
-    try:
-        while not stop.is_set():
-            try:
-                executor.spin_once(timeout_sec=0.2)
-            except _rclpy.InvalidHandle:
-                # cleanup destroyed an entity while the executor was waiting on it; the next wait set
-                # no longer holds it, so spinning goes on (letting it end the thread froze the node)
-                continue
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        stop.set()
-
-
-if __name__ == "__main__":
-    main()
+        diagnostics = conv.runtime_diagnostics(name, st, runtime.period, rates)
+        self._diag_pub.publish(conv.diagnostic_array(now, diagnostics))

@@ -210,7 +210,7 @@ def run_replay_eval(
         say(f"replay-eval: starting {NODE_NAME} (ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, use_sim_time)")
         node = _Child(
             "node",
-            [py, "-m", "vla_policy_node.node", "--ros-args", "--params-file", str(params_file)],
+            [py, "-m", "vla_policy_node.main", "--ros-args", "--params-file", str(params_file)],
             env,
             work / "logs",
         )

@@ -68,7 +68,7 @@ def _aloha_yaml() -> Path:
 
 def _node_cmd(checkpoint: str, output_mode: str, blending: str, lockstep: bool, seed: int) -> list[str]:
     exe = shutil.which("vla_policy_node")
-    base = [exe] if exe else [sys.executable, "-m", "vla_policy_node.node"]
+    base = [exe] if exe else [sys.executable, "-m", "vla_policy_node.main"]
     return [
         *base,
         "--ros-args",

@@ -216,7 +216,7 @@ class PolicyRuntime:
         self.inference_timeout = config.inference_timeout or max(model.horizon * model.dt, MIN_HANG_TIMEOUT)
         self._lock = threading.RLock()
         self._state = RuntimeState.READY
-        self._reason = "configured"
+        self._reason = f"configured ({model.name}); warm-up {model.warmup_s:.3f} s"
         self._logged_at = -math.inf
         self._active = False
         self._held = False  # the hold of the current episode was sent (trajectory mode sends it once)

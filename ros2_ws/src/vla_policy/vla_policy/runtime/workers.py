@@ -3,13 +3,11 @@ worker kind (the node, offline evaluation and the simulation's closed loop all b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from vla_policy.runtime.inference import InferenceWorker, PolicySpec
-from vla_policy.runtime.inline_worker import InlineWorker
-from vla_policy.runtime.process_worker import ProcessWorker
 from vla_policy.runtime.settings import PolicySettings
-from vla_policy.runtime.thread_worker import ThreadWorker
 
 WORKER_KINDS: tuple[str, ...] = ("process", "thread", "inline")
 
@@ -31,10 +29,33 @@ def policy_spec(settings: PolicySettings, checkpoint: str | Path) -> PolicySpec:
 
 def make_worker(kind: str, spec: PolicySpec, latency: float = 0.0) -> InferenceWorker:
     """``process`` (the default), ``thread`` (debugging) or ``inline`` (simulated ``latency`` seconds)."""
+    # imported here: the process worker's parent never imports the model (transformers takes seconds)
     if kind == "process":
+        from vla_policy.runtime.process_worker import ProcessWorker
+
         return ProcessWorker(spec)
     if kind == "thread":
+        from vla_policy.runtime.thread_worker import ThreadWorker
+
         return ThreadWorker(spec)
     if kind == "inline":
+        from vla_policy.runtime.inline_worker import InlineWorker
+
         return InlineWorker(spec, latency)
     raise ValueError(f"unknown worker kind {kind!r}; kinds: {', '.join(WORKER_KINDS)}")
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """The checkpoint directory (``path``, else ``$VLA_CHECKPOINT_DIR``) resolved and checked before
+    anything is read from it: a directory holding ``config.json`` (``ValueError`` with the reason)."""
+    path = path or os.environ.get("VLA_CHECKPOINT_DIR", "")
+    if not path or "\x00" in path:
+        raise ValueError("no checkpoint: set the parameter `checkpoint` or VLA_CHECKPOINT_DIR")
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise ValueError(f"{resolved}: checkpoint directory not found")
+    if not resolved.is_dir():
+        raise ValueError(f"{resolved}: a checkpoint must be a directory (with config.json and safetensors)")
+    if not (resolved / "config.json").is_file():
+        raise ValueError(f"{resolved}: not a checkpoint directory (no config.json)")
+    return resolved
