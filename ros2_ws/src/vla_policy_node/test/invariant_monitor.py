@@ -31,6 +31,7 @@ from typing import Any
 RUNNING = 2
 STATE_NAMES = {0: "UNCONFIGURED", 1: "READY", 2: "RUNNING", 3: "HOLDING", 4: "FAULT"}
 MAX_KEPT = 200  # violation texts kept (all are counted)
+QUEUE = 1000  # subscription depth: a stalled monitor must not drop commands (a gap would look like a jump)
 
 
 class InvariantMonitor:
@@ -85,13 +86,13 @@ class InvariantMonitor:
                 Float64MultiArray,
                 f"/{group}_controller/commands",
                 lambda m, g=group: self._on_command(g, m),
-                100,
+                QUEUE,
             )
             node.create_subscription(
                 JointTrajectory,
                 f"/{group}_controller/joint_trajectory",
                 lambda m, g=group: self._on_trajectory(g, m),
-                100,
+                QUEUE,
             )
         node.create_subscription(ActionChunk, f"/{node_name}/action_chunk", self._on_chunk, 10)
         node.create_subscription(PolicyStatus, f"/{node_name}/status", self._on_status, 10)
