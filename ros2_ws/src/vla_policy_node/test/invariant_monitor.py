@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from vla_policy.stamps import to_seconds
+
 RUNNING = 2
 STATE_NAMES = {0: "UNCONFIGURED", 1: "READY", 2: "RUNNING", 3: "HOLDING", 4: "FAULT"}
 MAX_KEPT = 200  # violation texts kept (all are counted)
@@ -208,7 +210,7 @@ class InvariantMonitor:
             for i, p in enumerate(msg.points):
                 pos = [float(v) for v in p.positions]
                 ok = self._values_ok(f"{what} point {i}", pos, len(self.group_joints[group]))
-                t = p.time_from_start.sec + p.time_from_start.nanosec * 1e-9
+                t = to_seconds(p.time_from_start)
                 if (i > 0 and t <= prev_t) or (i == 0 and t <= 0):
                     self._violation(f"{what}: time_from_start not increasing at point {i}")
                 allow = self.max_velocity * (t - prev_t) + self.tol

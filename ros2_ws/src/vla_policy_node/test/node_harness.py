@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vla_policy.stamps import to_seconds
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
 CAMERA_TYPES = ("Image", "Image", "CompressedImage")
@@ -300,10 +301,10 @@ class Harness:
         if not self.inputs.echo_commands or not msg.points:
             return
         points = [
-            (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, [float(v) for v in p.positions])
+            (to_seconds(p.time_from_start), [float(v) for v in p.positions])
             for p in msg.points
         ]
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = to_seconds(msg.header.stamp)
         with self.lock:
             self._advance_following()
             start = [self.inputs.positions[n] for n in GROUP_JOINTS[group]]

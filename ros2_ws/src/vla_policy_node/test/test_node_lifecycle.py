@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import ros_harness
 from node_harness import GROUP_JOINTS, Harness, node_params, start_node, write_params_file
+from vla_policy.stamps import to_seconds
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -97,7 +98,7 @@ def test_reset_service_next_chunk_comes_from_new_observations(system: tuple[obje
 
     def fresh_chunk() -> bool:
         with harness.lock:
-            return any(c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 > t_reset for c in harness.chunks)
+            return any(to_seconds(c.header.stamp) > t_reset for c in harness.chunks)
 
     assert harness.wait_for(fresh_chunk, 30.0), "no chunk from observations after the reset"
     assert harness.lifecycle_state() == "active"

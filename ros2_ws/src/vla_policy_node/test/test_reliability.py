@@ -26,6 +26,7 @@ import pytest
 import ros_harness
 from node_harness import CAMERAS, GROUP_JOINTS, Harness, node_params, start_node, write_params_file
 from reliability_report import ReliabilityReport
+from vla_policy.stamps import to_seconds
 
 HERE = Path(__file__).resolve().parent
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -687,7 +688,7 @@ class TestTrajectorySafety:
                 with h.lock:
                     fresh = [t for g in GROUP_JOINTS for t in h.trajectories[g][n0[g] :] if len(t.points) > 1]
                 for traj in fresh:
-                    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in traj.points]
+                    times = [to_seconds(p.time_from_start) for p in traj.points]
                     pts = [list(p.positions) for p in traj.points]
                     for a, b, ta, tb in zip(pts, pts[1:], times, times[1:], strict=False):
                         step = max(abs(x - y) for x, y in zip(a, b, strict=True))

@@ -17,34 +17,23 @@ from vla_policy.data.image_codec import decode_compressed, decode_raw
 from vla_policy.latency_stats import summarize
 from vla_policy.runtime.joint_groups import JointGroups
 from vla_policy.runtime.policy_runtime import RuntimeState, RuntimeStatus
-
-
-def stamp_to_sec(stamp: Time) -> float:
-    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+from vla_policy.stamps import sec_nanosec, to_seconds
 
 
 def sec_to_stamp(seconds: float) -> Time:
-    sec = math.floor(seconds)
-    nanosec = round((seconds - sec) * 1e9)
-    if nanosec >= 1_000_000_000:
-        sec, nanosec = sec + 1, nanosec - 1_000_000_000
-    return Time(sec=int(sec), nanosec=int(nanosec))
+    sec, nanosec = sec_nanosec(seconds)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def sec_to_duration(seconds: float) -> Duration:
-    seconds = max(0.0, float(seconds))
-    sec = math.floor(seconds)
-    nanosec = min(round((seconds - sec) * 1e9), 999_999_999)
-    return Duration(sec=int(sec), nanosec=int(nanosec))
-
-
-def duration_to_sec(d: Duration) -> float:
-    return float(d.sec) + float(d.nanosec) * 1e-9
+    """A non-negative Duration (a negative time from start is a bug upstream: clamped to 0)."""
+    sec, nanosec = sec_nanosec(max(0.0, float(seconds)))
+    return Duration(sec=sec, nanosec=nanosec)
 
 
 def message_stamp(header: Header, fallback: float) -> float:
     """The header stamp in seconds, or ``fallback`` (receipt time) when the stamp is zero."""
-    t = stamp_to_sec(header.stamp)
+    t = to_seconds(header.stamp)
     return t if t > 0.0 else fallback
 
 

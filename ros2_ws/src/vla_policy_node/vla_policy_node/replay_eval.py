@@ -48,6 +48,7 @@ from vla_policy.evaluation.offline_eval import (
     resolve_episode,
 )
 from vla_policy.runtime.joint_groups import GROUP_NAMES
+from vla_policy.stamps import to_seconds
 
 logger = logging.getLogger(__name__)
 NODE_NAME = "vla_policy_node"
@@ -328,8 +329,7 @@ def _score(
             else:
                 chunk_t.append(m.time)
                 chunk_ids.append(int(m.msg.chunk_id))
-                d = m.msg.inference_latency
-                latencies.append(float(d.sec) + float(d.nanosec) * 1e-9)
+                latencies.append(to_seconds(m.msg.inference_latency))
     n = math.floor((t_end - t_start) / period + 1e-9) + 1
     times = t_start + np.arange(n) * period
     predicted = np.full((n, joints.state_dim), np.nan)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vla_policy.stamps import to_seconds
+
 from vla_sim.aloha_env import DT, EPISODE_STEPS
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "aloha.yaml"
@@ -48,7 +50,7 @@ class LatencyListener:
         self._thread.start()
 
     def _on_chunk(self, msg: Any) -> None:
-        self.latencies.append(msg.inference_latency.sec + msg.inference_latency.nanosec * 1e-9)
+        self.latencies.append(to_seconds(msg.inference_latency))
 
     def close(self) -> list[float]:
         self._executor.shutdown()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vla_policy.stamps import sec_nanosec, to_seconds
 
 from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim
 from vla_sim.commands import CommandArbiter
@@ -43,8 +44,8 @@ GROUPS: dict[str, list[str]] = {g: [JOINT_NAMES[i] for i in idx] for g, idx in G
 def _time_msg(t: float) -> Any:
     from builtin_interfaces.msg import Time
 
-    ns = round(t * 1e9)
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    sec, nanosec = sec_nanosec(t)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 class SimServer:
@@ -163,9 +164,9 @@ class SimServer:
 
     # --- inputs -------------------------------------------------------------------------------------
     def _on_traj(self, group: str, msg: Any) -> None:
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = to_seconds(msg.header.stamp)
         try:
-            times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+            times = [to_seconds(p.time_from_start) for p in msg.points]
             positions = [list(p.positions) for p in msg.points]
         except Exception as exc:
             positions, times = [], []

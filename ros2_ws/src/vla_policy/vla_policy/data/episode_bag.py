@@ -751,10 +751,6 @@ def open_bag(path: str | Path) -> EpisodeBagReader:
 
 
 # --- decoding helpers -----------------------------------------------------------------------------------
-def stamp_to_sec(stamp: Any) -> float:
-    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
-
-
 def image_from_msg(msg: Any, msgtype: str, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 [H, W, 3] RGB from a decoded Image/CompressedImage (the node's ``image_codec`` path)."""
     from vla_policy.data.image_codec import decode_compressed, decode_raw

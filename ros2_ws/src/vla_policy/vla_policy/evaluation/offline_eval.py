@@ -50,7 +50,6 @@ from vla_policy.data.episode_bag import (
     command_topic,
     image_from_msg,
     one_line,
-    stamp_to_sec,
     trajectory_topic,
 )
 from vla_policy.evaluation.eval_report import (
@@ -73,6 +72,7 @@ from vla_policy.runtime.policy_runner import PolicyRunner
 from vla_policy.runtime.policy_runtime import PolicyRuntime, RuntimeConfig, RuntimeState
 from vla_policy.runtime.safety_filter import SafetyFilterConfig
 from vla_policy.runtime.settings import ParameterError, build_settings, load_schema, read_parameter_file
+from vla_policy.stamps import to_seconds
 from vla_policy.strict_config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class GroundTruth:
         samples = self.trajectory.setdefault(group, [])
         samples[:] = [s for s in samples if s[0] < start]  # a new trajectory replaces the rest
         for p in points:
-            tt = start + float(p.time_from_start.sec) + float(p.time_from_start.nanosec) * 1e-9
+            tt = start + to_seconds(p.time_from_start)
             samples.append((tt, np.asarray(p.positions, dtype=np.float64)[idx]))
         self.sources.setdefault(group, topic)
 
@@ -248,7 +248,7 @@ def load_ground_truth(
             if kind == "forward":
                 gt.add_forward(g, m.time, m.msg.data, m.topic)
             else:
-                start = stamp_to_sec(m.msg.header.stamp) or m.time
+                start = to_seconds(m.msg.header.stamp) or m.time
                 gt.add_trajectory(g, start, list(m.msg.joint_names), m.msg.points, m.topic)
     missing = gt.missing_groups()
     if missing:
@@ -366,7 +366,7 @@ class BagObservationFeed:
                 except InstructionRejected as exc:
                     logger.warning("instruction rejected: %s", exc.reason)
                 continue
-            stamp = stamp_to_sec(m.msg.header.stamp)
+            stamp = to_seconds(m.msg.header.stamp)
             stamp = stamp if stamp > 0 else m.time
             if m.topic == JOINT_STATES_TOPIC:
                 if not self.checked_names:
