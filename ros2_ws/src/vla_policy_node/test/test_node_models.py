@@ -71,3 +71,28 @@ def test_node_feeds_camera_history_frames(module_ros_env: dict[str, str], tmp_pa
     params = node_params(checkpoint, output_mode="forward")
     _, log = _run_node_until_commands(params, module_ros_env, tmp_path)
     assert "configured tiny@" in log
+
+
+def test_node_runs_an_imported_gr00t_checkpoint(module_ros_env: dict[str, str], tmp_path: Path) -> None:
+    """Issue 17: a GR00T N1.5 checkpoint in the official layout (the reference fixture, written by lerobot),
+    imported with `vla-policy import`, through configure/activate: its 32-dim actions reach the groups
+    through the modality map's layout."""
+    from vla_policy.cli import main as vla_policy_main
+
+    fixture = Path(__file__).resolve().parents[2] / "vla_policy" / "tests" / "fixtures" / "groot_n15_tiny"
+    imported = tmp_path / "groot"
+    args = ["import", str(fixture / "checkpoint"), "--modality", str(fixture / "modality.yaml")]
+    assert vla_policy_main([*args, "--out", str(imported)]) == 0
+    params = node_params(imported, output_mode="forward")
+    harness, log = _run_node_until_commands(params, module_ros_env, tmp_path)
+    assert "configured gr00t" in log.lower()
+    chunk = harness.chunks[-1]
+    assert [
+        len(chunk.left_arm.joint_names),
+        len(chunk.right_arm.joint_names),
+        len(chunk.claw.joint_names),
+    ] == [
+        len(GROUP_JOINTS["left_arm"]),
+        len(GROUP_JOINTS["right_arm"]),
+        len(GROUP_JOINTS["claw"]),
+    ]
