@@ -128,7 +128,7 @@ def run_node(
         "max_state_age": 1.0,
     }
     node = VLAPolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    schedule_process_threads(node)  # as the node's main() does
+    schedule_process_threads()  # as the node's main() does
     side = rclpy.create_node("bench_inputs")
     cam_pubs = [side.create_publisher(Image, f"/bench/{c}", qos_profile_sensor_data) for c in CAMERAS]
     joint_pub = side.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)

@@ -24,7 +24,7 @@ def main(args: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     node = VLAPolicyNode()
     forward_core_logs(node.get_logger())
-    schedule_process_threads(node)
+    schedule_process_threads()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     spinner = threading.Thread(target=_spin, args=(executor, stop), name="vla_executor", daemon=True)

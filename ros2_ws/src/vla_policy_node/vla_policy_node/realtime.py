@@ -1,7 +1,8 @@
-"""Real-time scheduling of the node's threads, as ros2_control's ``thread_priority``: the control thread at
-``control_thread_priority`` (SCHED_FIFO), the node's other threads just below it (so one holding the GIL
-is never preempted by outside load while the control thread waits for it), the model's process at normal
-priority (the worker resets itself)."""
+"""Real-time scheduling of the control thread, as ros2_control's ``thread_priority``: the control thread at
+``control_thread_priority`` (SCHED_FIFO); the node's other threads and the model's process at normal
+priority (raising those too was measured to starve the model on a loaded 2-core machine: inference 6x
+slower, see docs/benchmarks.md). A short GIL switch interval bounds how long the control thread waits for
+the interpreter."""
 
 from __future__ import annotations
 
@@ -25,10 +26,7 @@ def raise_priority(priority: int, logger: Any) -> bool:
     return True
 
 
-def schedule_process_threads(node: Any) -> None:
-    """Call before the executor's threads start: they inherit a priority just below the control thread's,
-    and a control thread waiting for the GIL gets it within a millisecond."""
-    priority = int(node.get_parameter("control_thread_priority").value)
-    if priority > 1:
-        raise_priority(priority - 1, node.get_logger())
+def schedule_process_threads() -> None:
+    """Call before the node's threads start: a control thread waiting for the GIL gets it within a
+    millisecond (the interpreter's default is 5 ms)."""
     sys.setswitchinterval(0.001)

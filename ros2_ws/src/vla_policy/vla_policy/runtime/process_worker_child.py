@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REFUSED
     # Ctrl-C in a terminal reaches the whole process group: the runtime decides when the worker stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # a real-time parent (the node's control threads) must not make the model real-time: it would starve
+    # a real-time parent (a node started under chrt, say) must not make the model real-time: it would starve
     # the machine; the model runs at normal priority, below the control loop
     if os.sched_getscheduler(0) != os.SCHED_OTHER:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
