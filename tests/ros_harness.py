@@ -5,7 +5,7 @@ Importable from every test directory: the root ``conftest.py`` puts ``tests/`` o
 - ``ros_child_env()``: an environment for child processes with its own random ``ROS_DOMAIN_ID``,
   localhost-only discovery and a private ``ROS_LOG_DIR``.
 - ``spawn(cmd, env)`` / ``stop(proc)``: start a child process with its output in a file, and stop it
-  with SIGINT, then SIGTERM, then SIGKILL.
+  with SIGINT, then SIGTERM, then SIGKILL (``vla_policy_node.child_process.ChildProcess``).
 - ``ros_unavailable_reason()``: why ``ros``-marked tests cannot run here, or ``None``.
 """
 
@@ -14,13 +14,12 @@ from __future__ import annotations
 import functools
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from vla_policy_node.child_process import ChildProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ROS_DOMAIN_RANGE = (1, 101)
@@ -52,67 +51,31 @@ def spawn(
     *,
     cwd: str | os.PathLike | None = None,
     log_path: str | os.PathLike | None = None,
-) -> subprocess.Popen:
+) -> ChildProcess:
     """Start ``cmd`` as a child process; stdout and stderr go to ``proc.log_path`` (a file, never a pipe).
 
     A string is run as ``python -c <string>`` with this interpreter. Read the output with ``output(proc)``,
     wait for a line with ``wait_for_output(proc, text)``, and always ``stop(proc)`` (the ``spawn`` fixture
-    of the root conftest does it for you).
+    of the root conftest does it for you). The process is a ``subprocess.Popen``.
     """
     if isinstance(cmd, str):
         cmd = [sys.executable, "-c", cmd]
-    if log_path is None:
-        fd, log_path = tempfile.mkstemp(prefix="child_", suffix=".log")
-        os.close(fd)
-    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
-    try:
-        proc = subprocess.Popen(
-            list(cmd),
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        log.close()
-    proc.log_path = str(log_path)  # type: ignore[attr-defined]
-    return proc
+    return ChildProcess(cmd, env=env, cwd=cwd, log_path=log_path)
 
 
-def output(proc: subprocess.Popen) -> str:
+def output(proc: ChildProcess) -> str:
     """Everything the child has written so far."""
-    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+    return proc.output()
 
 
-def wait_for_output(proc: subprocess.Popen, text: str, timeout: float = 30.0) -> bool:
+def wait_for_output(proc: ChildProcess, text: str, timeout: float = 30.0) -> bool:
     """Wait until ``text`` appears in the child's output. False if the child exits or time runs out first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in output(proc):
-            return True
-        if proc.poll() is not None:
-            return text in output(proc)
-        time.sleep(0.05)
-    return False
+    return proc.wait_for(text, timeout)
 
 
-def stop(proc: subprocess.Popen, sigint_timeout: float = 5.0, term_timeout: float = 3.0) -> int:
+def stop(proc: ChildProcess, sigint_timeout: float = 5.0, term_timeout: float = 3.0) -> int:
     """Stop a child: SIGINT (like Ctrl-C), then SIGTERM, then SIGKILL. Returns the exit code."""
-    if proc.poll() is None:
-        for sig, timeout in ((signal.SIGINT, sigint_timeout), (signal.SIGTERM, term_timeout)):
-            try:
-                proc.send_signal(sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    return proc.returncode
+    return proc.stop(sigint_timeout, term_timeout)
 
 
 @functools.cache

@@ -1,8 +1,10 @@
 """``vla-policy``: describe, init, predict, bench (more subcommands register through SUBCOMMAND_PARSERS).
 
 Each subcommand is added by an ``add_<name>_parser(subparsers)`` function that sets ``func`` on its parser;
-``func(args) -> int`` is the exit code. To add one (e.g. eval, train) from another module, append its
-adder to :data:`SUBCOMMAND_PARSERS` or list it in :data:`PLUGIN_SUBCOMMANDS` as ``"module:function"``.
+``func(args) -> int`` is the exit code. A subcommand whose flags are the fields of its config dataclass
+(``eval``, ``train``) registers with ``config_cli.add_subcommand`` and parses its own arguments. To add
+one from another module, append its adder to :data:`SUBCOMMAND_PARSERS` or list it in
+:data:`PLUGIN_SUBCOMMANDS` as ``"module:function"``.
 Bad input exits non-zero with one line on stderr, never a traceback.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 
 import torch
 
+from vla_policy.config_cli import parse_known
 from vla_policy.model.checkpoint import CheckpointError
 from vla_policy.model.presets import PRESETS, get_preset
 from vla_policy.observation import synthetic_observation
@@ -388,10 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parse_known(parser, argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if getattr(args, "config_main", None) is not None:  # a command whose flags are a config (eval, train)
+        return int(args.config_main(rest))
     try:
         return int(args.func(args))
     except (CLIError, ConfigError, CheckpointError, ValueError, KeyError, OSError, RuntimeError) as exc:

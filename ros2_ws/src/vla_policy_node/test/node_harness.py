@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from vla_policy.stamps import to_seconds
+from vla_policy_node.child_process import ChildProcess
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
 CAMERA_TYPES = ("Image", "Image", "CompressedImage")
@@ -384,8 +384,7 @@ class Harness:
         return bool(result.successful), str(result.reason)
 
 
-def start_node(params_file: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    import ros_harness
-
+def start_node(params_file: Path, env: dict[str, str], log_path: Path) -> ChildProcess:
+    """The node as a child process, its output in ``log_path``; stop it with ``.stop()`` (SIGINT first)."""
     cmd = [sys.executable, "-m", "vla_policy_node.main", "--ros-args", "--params-file", str(params_file)]
-    return ros_harness.spawn(cmd, env, log_path=log_path)
+    return ChildProcess(cmd, env=env, log_path=log_path)

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 from vla_policy.latency_stats import summarize
+
+from vla_policy_node.child_process import ChildProcess
 
 LOG = logging.getLogger("bench_control")
 CAMERAS = ("head", "left_wrist", "right_wrist")
@@ -64,13 +65,12 @@ def _make_checkpoint(root: Path) -> Path:
 @contextlib.contextmanager
 def cpu_hogs(n: int) -> Iterator[None]:
     """``n`` processes spinning on a core each, for as long as the block runs."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    hogs = [ChildProcess([sys.executable, "-c", "while True: pass"], log_path=os.devnull) for _ in range(n)]
     try:
         yield
     finally:
         for h in hogs:
-            h.kill()
-            h.wait()
+            h.stop()
 
 
 def baseline(duration: float, rate: float) -> list[float]:
@@ -166,9 +166,8 @@ def run_node(
     time.sleep(3.0)  # settle: discovery, first chunks
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "baseline.json"
-        base = subprocess.Popen(  # at normal priority, whatever this process runs at
-            preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)),
-            args=[
+        base = ChildProcess(
+            [
                 sys.executable,
                 "-m",
                 "vla_policy_node.bench_control",
@@ -180,6 +179,9 @@ def run_node(
                 "--json",
                 str(out),
             ],
+            log_path=Path(tmp) / "baseline.log",
+            # at normal priority, whatever this process runs at
+            preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)),
         )
         ticks0, chunks0 = runtime.status(0.0).ticks, runtime.samples()[2]
         time.sleep(duration)
@@ -189,7 +191,8 @@ def run_node(
         intervals = intervals[-(ticks1 - ticks0) :]  # the window's ticks (the history keeps 2000)
         latencies = latencies[-chunks:] if chunks > 0 else []
         state = runtime.state
-        base.wait(timeout=duration + 60)
+        if base.wait(timeout=duration + 60) != 0:
+            raise SystemExit(f"bench_control: the baseline failed: {base.last_line()}")
         base_intervals = json.loads(out.read_text())["intervals"]
     node.trigger_deactivate()
     node._free("benchmark done")
@@ -252,7 +255,11 @@ def main(argv: list[str] | None = None) -> None:
             cmd = [sys.executable, "-m", "vla_policy_node.bench_control", "--variant", variant]
             cmd += ["--json", str(out)]
             cmd += ["--checkpoint", str(ckpt), "--duration", str(args.duration), "--rate", str(args.rate)]
-            subprocess.run([*cmd, "--torch-threads", str(args.torch_threads)], check=True)
+            run = ChildProcess(
+                [*cmd, "--torch-threads", str(args.torch_threads)], log_path=Path(tmp) / "run.log"
+            )
+            if run.wait() != 0:
+                raise SystemExit(f"bench_control: variant {variant} failed: {run.last_line()}")
             results[variant] = json.loads(out.read_text())
     text = json.dumps(results, indent=1)
     LOG.info("%s", text)

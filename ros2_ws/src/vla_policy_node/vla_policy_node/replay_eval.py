@@ -20,7 +20,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -50,6 +49,8 @@ from vla_policy.evaluation.offline_eval import (
 from vla_policy.runtime.joint_groups import GROUP_NAMES
 from vla_policy.stamps import to_seconds
 
+from vla_policy_node.child_process import ChildProcess
+
 logger = logging.getLogger(__name__)
 NODE_NAME = "vla_policy_node"
 
@@ -76,46 +77,6 @@ class ReplayResult:
     report: dict[str, Any]
     timing: dict[str, Any]
     paths: dict[str, Path]
-
-
-class _Child:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if text in self.output():
-                return True
-            if self.proc.poll() is not None:
-                return text in self.output()
-            time.sleep(0.1)
-        return False
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            for sig, t in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0)):
-                self.proc.send_signal(sig)
-                try:
-                    self.proc.wait(timeout=t)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return int(self.proc.returncode)
-
-    def last_line(self) -> str:
-        lines = [ln for ln in self.output().splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "error" in ln.lower()]
-        return (errors or lines or ["(no output)"])[-1][:300]
 
 
 def _node_params(
@@ -205,22 +166,21 @@ def run_replay_eval(
     out_bag = work / "node_output"
     node_topics = [command_topic(controllers[g]) for g in joints.active_groups]
     node_topics.append(f"/{NODE_NAME}/action_chunk")
-    children: list[_Child] = []
+    logs = work / "logs"
+    children: list[ChildProcess] = []
     t0 = time.monotonic()
     try:
         say(f"replay-eval: starting {NODE_NAME} (ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, use_sim_time)")
-        node = _Child(
-            "node",
+        node = ChildProcess(
             [py, "-m", "vla_policy_node.main", "--ros-args", "--params-file", str(params_file)],
-            env,
-            work / "logs",
+            env=env,
+            log_path=logs / "node.log",
         )
         children.append(node)
         if not node.wait_for("configured ", opts.startup_timeout):
             raise ReplayError(f"{NODE_NAME} did not configure: {node.last_line()}")
         say(f"replay-eval: node configured in {time.monotonic() - t0:.1f} s; starting the recorder")
-        rec = _Child(
-            "recorder",
+        rec = ChildProcess(
             [
                 py,
                 "-m",
@@ -231,8 +191,8 @@ def run_replay_eval(
                 "--use-sim-time",
                 *node_topics,
             ],
-            env,
-            work / "logs",
+            env=env,
+            log_path=logs / "recorder.log",
         )
         children.append(rec)
         for t in node_topics:
@@ -242,8 +202,7 @@ def run_replay_eval(
                     f"the recorder did not subscribe to {t}: {rec.last_line()} (node: {node.last_line()})"
                 )
         say(f"replay-eval: playing {bag} with /clock at rate {opts.rate:g}")
-        play = _Child(
-            "player",
+        play = ChildProcess(
             [
                 py,
                 "-m",
@@ -258,25 +217,24 @@ def run_replay_eval(
                 "--exclude",
                 *gt_topics,
             ],
-            env,
-            work / "logs",
+            env=env,
+            log_path=logs / "player.log",
         )
         children.append(play)
         limit = max(30.0, opts.timeout - (time.monotonic() - t0))
         try:
-            rc = play.proc.wait(timeout=limit)
+            rc = play.wait(timeout=limit)
         except subprocess.TimeoutExpired as exc:
             raise ReplayError(f"playback did not finish within {limit:.0f} s") from exc
         if rc != 0:
             raise ReplayError(f"vla-bag play failed: {play.last_line()}")
         time.sleep(0.5)
-        if rec.stop() not in (0,):
+        if rec.stop(sigint_timeout=10.0, term_timeout=5.0) != 0:
             raise ReplayError(f"the recorder failed: {rec.last_line()}")
-        node.stop()
+        node.stop(sigint_timeout=10.0, term_timeout=5.0)
     finally:
         for c in children:
-            if c.proc.poll() is None:
-                c.stop()
+            c.stop(sigint_timeout=10.0, term_timeout=5.0)  # those still running
     wall = time.monotonic() - t0
     say(f"replay-eval: done in {wall:.1f} s; scoring")
     try:

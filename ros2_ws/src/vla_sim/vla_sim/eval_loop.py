@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_policy.stamps import to_seconds
+from vla_policy_node.child_process import ChildProcess
 
 from vla_sim.aloha_env import DT, EPISODE_STEPS
 
@@ -97,21 +98,6 @@ def _node_cmd(checkpoint: str, output_mode: str, blending: str, lockstep: bool, 
     ]
 
 
-def _stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(2)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    return int(proc.returncode or 0)
-
-
 def eval_main(args: Any) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,20 +116,18 @@ def eval_main(args: Any) -> int:
         sim_cmd += ["--sync-topic", f"/{NODE}/tick", "--policy-reset", f"/{NODE}/reset"]
     t0 = time.perf_counter()
     listener = LatencyListener()
-    sim_log = (out / "sim.log").open("w")
-    node_log = (out / "node.log").open("w")
-    sim = subprocess.Popen(sim_cmd, env=env, stdout=sim_log, stderr=subprocess.STDOUT)
+    sim = ChildProcess(sim_cmd, env=env, log_path=out / "sim.log")
     noise_seed = args.seed if args.noise_seed is None else args.noise_seed
     node_cmd = _node_cmd(args.checkpoint, args.output_mode, args.blending, lockstep, noise_seed)
-    node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT)
+    node = ChildProcess(node_cmd, env=env, log_path=out / "node.log")
     try:
         sim.wait(timeout=args.timeout)
         timed_out = False
     except subprocess.TimeoutExpired:
         timed_out = True
     finally:
-        _stop(sim)
-        node_rc = _stop(node)
+        sim.stop(sigint_timeout=10.0, term_timeout=5.0)
+        node_rc = node.stop(sigint_timeout=10.0, term_timeout=5.0)
         latencies = listener.close()
     wall = time.perf_counter() - t0
     eps = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []

@@ -27,10 +27,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import tyro
 
+from vla_policy.config_cli import add_subcommand, run_command
 from vla_policy.data.episode_bag import (
     COMPRESSED_IMAGE_TYPE,
     DEFAULT_CONTROLLERS,
@@ -49,7 +51,6 @@ from vla_policy.data.episode_bag import (
     check_joint_names,
     command_topic,
     image_from_msg,
-    one_line,
     trajectory_topic,
 )
 from vla_policy.evaluation.eval_report import (
@@ -59,7 +60,6 @@ from vla_policy.evaluation.eval_report import (
     summary_table,
     write_report,
 )
-from vla_policy.runtime.chunk_scheduler import BLENDING_MODES
 from vla_policy.runtime.inference import PolicySpec, WorkerFailure
 from vla_policy.runtime.inline_worker import InlineWorker
 from vla_policy.runtime.joint_groups import GROUP_NAMES, JointGroups, JointMappingError
@@ -73,7 +73,7 @@ from vla_policy.runtime.policy_runtime import PolicyRuntime, RuntimeConfig, Runt
 from vla_policy.runtime.safety_filter import SafetyFilterConfig
 from vla_policy.runtime.settings import ParameterError, build_settings, load_schema, read_parameter_file
 from vla_policy.stamps import to_seconds
-from vla_policy.strict_config import ConfigError
+from vla_policy.strict_config import ConfigError, require
 
 logger = logging.getLogger(__name__)
 
@@ -82,34 +82,82 @@ class EvalError(RuntimeError):
     """The evaluation cannot run; one line says why."""
 
 
-_NODE = load_schema().defaults()  # the node's parameter defaults: the one schema
+_SCHEMA = load_schema()
+_NODE = _SCHEMA.defaults()  # the node's parameter defaults: the one schema
+
+
+def _node(param: str, **flag: Any) -> Any:
+    """A field that is the node parameter ``param``: its flag's help is the schema's description."""
+    return tyro.conf.arg(help=_SCHEMA.specs[param].description, **flag)
+
+
+# EvalConfig fields that are node parameters of the same name, validated by the schema as the node does
+_NODE_FIELDS = (
+    "blending",
+    "control_rate_hz",
+    "refill_threshold",
+    "ensemble_m",
+    "rtc_overlap_steps",
+    "rtc_max_guidance_weight",
+    "max_image_age",
+    "max_state_age",
+    "max_camera_skew",
+    "max_instruction_length",
+    "default_instruction",
+)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """How to evaluate (the flags of vla-policy eval); defaults and checks are the node's parameters'."""
+
     seed: int = 0
-    blending: str = _NODE["blending"]
-    sim_latency: float = 0.1  # seconds from observation to accepted chunk, in simulated time
-    control_rate_hz: float = _NODE["control_rate_hz"]  # 0 = 1 / dt of the checkpoint
-    refill_threshold: float = _NODE["refill_threshold"]
-    ensemble_m: float = _NODE["ensemble_m"]
-    rtc_overlap_steps: int = _NODE["rtc_overlap_steps"]
-    rtc_max_guidance_weight: float = _NODE["rtc_max_guidance_weight"]
+    """noise seed of every chunk"""
+    blending: Annotated[str, _node("blending")] = _NODE["blending"]
+    sim_latency: float = 0.1
+    """modelled inference latency in simulated time: seconds from observation to accepted chunk"""
+    control_rate_hz: Annotated[
+        float, _node("control_rate_hz", name="control-rate", aliases=("--control-rate-hz",))
+    ] = _NODE["control_rate_hz"]
+    refill_threshold: Annotated[float, _node("refill_threshold")] = _NODE["refill_threshold"]
+    ensemble_m: Annotated[float, _node("ensemble_m")] = _NODE["ensemble_m"]
+    rtc_overlap_steps: Annotated[int, _node("rtc_overlap_steps")] = _NODE["rtc_overlap_steps"]
+    rtc_max_guidance_weight: Annotated[float, _node("rtc_max_guidance_weight")] = _NODE[
+        "rtc_max_guidance_weight"
+    ]
     # ObservationBuffer limits
-    max_image_age: float = _NODE["max_image_age"]
-    max_state_age: float = _NODE["max_state_age"]
-    max_camera_skew: float = _NODE["max_camera_skew"]
-    max_instruction_length: int = _NODE["max_instruction_length"]
-    safety: SafetyFilterConfig | None = None  # None: the node's default limits
-    joints: JointGroups | None = None  # None: from the bag's metadata, else the node's defaults
-    camera_topics: Mapping[str, str] | None = None  # camera name -> topic; None: bag metadata / default
-    controllers: Mapping[str, str] | None = None
-    default_instruction: str = ""  # used when the bag has no /instruction
-    max_duration: float = 0.0  # seconds of the episode to evaluate (0 = all)
+    max_image_age: Annotated[float, _node("max_image_age")] = _NODE["max_image_age"]
+    max_state_age: Annotated[float, _node("max_state_age")] = _NODE["max_state_age"]
+    max_camera_skew: Annotated[float, _node("max_camera_skew")] = _NODE["max_camera_skew"]
+    max_instruction_length: Annotated[int, _node("max_instruction_length")] = _NODE["max_instruction_length"]
+    # from a node parameter file (--params), not flags
+    safety: tyro.conf.Suppress[SafetyFilterConfig | None] = None  # None: the node's default limits
+    joints: tyro.conf.Suppress[JointGroups | None] = None  # None: from the bag's metadata, else the node's
+    camera_topics: tyro.conf.Suppress[Mapping[str, str] | None] = None  # camera -> topic; None: bag / default
+    controllers: tyro.conf.Suppress[Mapping[str, str] | None] = None
+    default_instruction: Annotated[str, _node("default_instruction")] = _NODE["default_instruction"]
+    max_duration: float = 0.0
+    """seconds of the episode to evaluate (0 = all)"""
     device: str = "cpu"
+    """torch device"""
     plots: bool = True
+    """write the PNG plots"""
     progress: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    """progress bar"""
+    extra: tyro.conf.Suppress[Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in _NODE_FIELDS:
+            try:
+                _SCHEMA.check(name, getattr(self, name))
+            except ParameterError as exc:
+                raise ConfigError(str(exc)) from exc
+        require(self.seed >= 0, f"seed must be >= 0 (offline evaluation is deterministic), got {self.seed}")
+        require(
+            math.isfinite(self.sim_latency) and self.sim_latency >= 0,
+            f"sim latency must be >= 0 seconds, got {self.sim_latency}",
+        )
+        require(self.max_duration >= 0, f"max duration must be >= 0 s (0 = all), got {self.max_duration}")
 
     def node_parameters(self, joints: JointGroups, cameras: Sequence[str]) -> dict[str, Any]:
         """The node parameters this evaluation runs with (forward output: a command every tick)."""
@@ -438,11 +486,7 @@ def resolve_episode(
 def run_offline_eval(
     bag: str | Path, checkpoint: str | Path, out: str | Path | None, config: EvalConfig | None = None
 ) -> EvalResult:
-    cfg = config or EvalConfig()
-    if cfg.blending not in BLENDING_MODES:
-        raise EvalError(f"blending must be one of {', '.join(BLENDING_MODES)}, got {cfg.blending!r}")
-    if not (math.isfinite(cfg.sim_latency) and cfg.sim_latency >= 0):
-        raise EvalError(f"sim latency must be >= 0 seconds, got {cfg.sim_latency}")
+    cfg = config or EvalConfig()  # its values were checked when it was built
     if not Path(checkpoint).exists():
         raise EvalError(
             f"checkpoint {checkpoint} does not exist "
@@ -612,80 +656,61 @@ def _simulate(
 
 
 # --- CLI ------------------------------------------------------------------------------------------------
-def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``eval`` on the ``vla-policy`` subparsers (handler: ``cmd_eval``)."""
-    p = subparsers.add_parser(
-        "eval",
-        help="offline, deterministic evaluation of a checkpoint on an episode bag",
-        description="Step through an episode bag in simulated time with the node's ObservationBuffer and "
-        "ChunkScheduler, score the predicted commands against the recorded ones, and write report.json "
-        "(deterministic), report.md, report_timing.json (measured wall clock) and PNG plots.",
-    )
-    p.add_argument("--bag", required=True, help="episode bag directory (rosbag2, MCAP or sqlite3)")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--out", required=True, help="output directory for the report")
-    p.add_argument("--seed", type=int, default=0, help="noise seed of every chunk (default 0)")
-    p.add_argument("--blending", choices=BLENDING_MODES, default=None, help="chunk blending (default none)")
-    p.add_argument(
-        "--sim-latency",
-        type=float,
-        default=0.1,
-        help="modelled inference latency in simulated time, seconds (default 0.1)",
-    )
-    p.add_argument("--control-rate", type=float, default=0.0, help="control rate in Hz (0 = 1 / dt)")
-    p.add_argument(
-        "--params",
-        default=None,
-        help="node parameter YAML (cameras, joints, controllers, buffer limits, blending)",
-    )
-    p.add_argument("--max-duration", type=float, default=0.0, help="evaluate only the first seconds")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_eval)
-    return p
+@dataclass(frozen=True)
+class EvalCommand:
+    """Step through an episode bag in simulated time with the node's PolicyRuntime (ObservationBuffer,
+    ChunkScheduler, SafetyFilter), score the commands against the recorded ones, and write report.json
+    (deterministic), report.md, report_timing.json (measured wall clock) and PNG plots. Defaults are the
+    node's parameters; --params sets them from a node parameter file, and the flags given override both."""
+
+    bag: str
+    """episode bag directory (rosbag2, MCAP or sqlite3)"""
+    checkpoint: str
+    """checkpoint directory"""
+    out: str
+    """output directory for the report"""
+    params: tyro.conf.DisallowNone[str | None] = None
+    """node parameter YAML (cameras, joints, controllers, limits, buffer limits, blending)"""
+    config: Annotated[EvalConfig, tyro.conf.OmitArgPrefixes] = EvalConfig()
 
 
-def eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
-    from vla_policy.strict_config import replace
-
-    cfg = EvalConfig(
-        seed=args.seed,
-        sim_latency=args.sim_latency,
-        control_rate_hz=args.control_rate,
-        max_duration=args.max_duration,
-        device=args.device,
-        plots=not args.no_plots,
-        progress=not args.no_progress,
-    )
-    if args.params:
-        cfg = config_from_node_params(read_node_params(args.params), cfg)
-        cfg = replace(cfg, seed=args.seed)
-    if args.blending:
-        cfg = replace(cfg, blending=args.blending)
-    return cfg
+def eval_command_defaults(argv: Sequence[str]) -> EvalCommand | None:
+    """The defaults that ``--params FILE`` in ``argv`` sets (None without it); ``EvalError`` if it is bad."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--params")
+    params = pre.parse_known_args(argv)[0].params
+    if not params:
+        return None
+    config = config_from_node_params(read_node_params(params), EvalConfig())
+    missing: Any = tyro.MISSING  # the required flags stay required
+    return EvalCommand(bag=missing, checkpoint=missing, out=missing, params=params, config=config)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    try:
-        cfg = eval_config_from_args(args)
-        res = run_offline_eval(args.bag, args.checkpoint, args.out, cfg)
-    except (EvalError, EpisodeBagError) as exc:
-        sys.stderr.write(f"vla-policy eval: error: {one_line(exc)}\n")
-        return 2
+def run_eval(cmd: EvalCommand) -> int:
+    """``vla-policy eval`` with its parsed flags; the exit code."""
+    res = run_offline_eval(cmd.bag, cmd.checkpoint, cmd.out, cmd.config)
     sys.stdout.write(summary_table(res.report, res.timing) + "\n")
-    sys.stdout.write(f"report: {Path(args.out) / 'report.json'}\n")
+    sys.stdout.write(f"report: {Path(cmd.out) / 'report.json'}\n")
     return 0
+
+
+def eval_main(argv: Sequence[str]) -> int:
+    """``vla-policy eval ARGS``: the flags of :class:`EvalCommand`; bad input is one line, exit code 2."""
+    errors = (EvalError, EpisodeBagError)
+    return run_command("vla-policy eval", EvalCommand, argv, run_eval, errors, eval_command_defaults)
+
+
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``eval`` on the ``vla-policy`` subparsers (flags: :class:`EvalCommand`)."""
+    return add_subcommand(
+        subparsers, "eval", "offline, deterministic evaluation of a checkpoint on an episode bag", eval_main
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m vla_policy.evaluation.offline_eval`` (the same as ``vla-policy eval``)."""
-    parser = argparse.ArgumentParser(prog="vla-policy")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_eval_parser(sub)
-    args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    return eval_main(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

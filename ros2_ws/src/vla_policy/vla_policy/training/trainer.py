@@ -59,12 +59,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+import tyro
 from safetensors.torch import load_file, save_file
 
+from vla_policy.config_cli import add_subcommand, comma_list, run_command
 from vla_policy.data.episode_bag import EpisodeBagError, one_line
 from vla_policy.data.episode_dataset import (
     AugmentConfig,
@@ -137,39 +139,76 @@ class TrainError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """What and how to train (the flags of vla-policy train)."""
+
     steps: int = 2000
-    batch_size: int = 8  # per rank and micro-batch
-    grad_accum: int = 0  # micro-batches per rank and step (0: 1, or what keeps a resumed run's batch)
+    """total optimiser steps"""
+    batch_size: int = 8
+    """samples per rank and micro-batch"""
+    grad_accum: int = 0
+    """micro-batches accumulated per step (0: 1, or on --resume what keeps the run's effective batch)"""
     lr: float = 1e-4
+    """peak learning rate"""
     min_lr_ratio: float = 0.0
+    """the cosine ends at this fraction of --lr"""
     weight_decay: float = 1e-5
+    """AdamW weight decay"""
     betas: tuple[float, float] = (0.95, 0.999)
+    """AdamW betas"""
     eps: float = 1e-8
+    """AdamW epsilon"""
     warmup_steps: int = 50
+    """linear warm-up steps"""
     grad_clip: float = 1.0
+    """max global gradient norm (0 = off)"""
     val_fraction: float = 0.1
-    val_every: int = 0  # steps between validations (0 = 10 per run)
+    """fraction of the episodes held out for validation"""
+    val_every: int = 0
+    """steps between validations (0 = 10 per run)"""
     val_batches: int = 4
-    save_every: int = 0  # steps between checkpoints (0 = at the end only)
+    """batches per validation"""
+    save_every: int = 0
+    """steps between checkpoints (0 = at the end only)"""
     log_every: int = 1
+    """steps between metrics rows"""
     augment: bool = True
+    """colour jitter and random crop"""
     seed: int = 0
+    """init, split, batch and noise seed"""
     stride: int = 1
-    workers: int = 2  # data-loading processes per rank (0 = in the training process)
-    prefetch: int = 4  # micro-batches built ahead per worker
+    """ticks between training windows"""
+    workers: int = 2
+    """data-loading processes per rank (0 = in the trainer)"""
+    prefetch: int = 4
+    """micro-batches built ahead per worker"""
     device: str = "cpu"
-    strategy: str = "ddp"  # with more than one rank: ddp or fsdp (FSDP2)
-    precision: str = "auto"  # auto (bf16 on GPUs that have it, else fp32), fp32, bf16
-    check_replicas: bool = False  # compare a digest of every rank's weights after each step
+    """cpu or cuda (under torchrun: cuda:LOCAL_RANK per rank)"""
+    strategy: str = "ddp"
+    """with several ranks: ddp or fsdp (FSDP2)"""
+    precision: str = "auto"
+    """auto (bf16 autocast on GPUs that have it, else fp32), fp32 or bf16"""
+    check_replicas: bool = False
+    """check after each step that every rank's weights agree (a digest per rank)"""
     progress: bool = True
-    lora_rank: int = 0  # 0 = no LoRA
+    """progress bar"""
+    lora_rank: int = 0
+    """LoRA rank on the targets (0 = off)"""
     lora_alpha: float = 16.0
-    lora_targets: tuple[str, ...] = LORA_TARGETS
+    """LoRA alpha"""
+    lora_targets: Annotated[tuple[str, ...], comma_list("llm,dit")] = LORA_TARGETS
+    """LoRA targets, among llm and dit"""
     # None: the preset's flag (--preset), GR00T's fine-tuning default (--init-from), the run's (--resume)
-    tune_visual: bool | None = None
-    tune_llm: bool | None = None
-    tune_projector: bool | None = None
-    tune_diffusion_model: bool | None = None
+    tune_visual: tyro.conf.DisallowNone[bool | None] = None
+    """train SigLIP and the projector mlp1 (unset: off with --init-from, the preset's with --preset)"""
+    tune_llm: tyro.conf.DisallowNone[bool | None] = None
+    """train the LLM layers (unset: off with --init-from, the preset's with --preset)"""
+    tune_projector: tyro.conf.DisallowNone[bool | None] = None
+    """train the state/action encoders, decoders (unset: on with --init-from, the preset's with --preset)"""
+    tune_diffusion_model: tyro.conf.DisallowNone[bool | None] = None
+    """train the DiT (unset: on with --init-from, the preset's with --preset)"""
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         problems = []
@@ -185,6 +224,18 @@ class TrainConfig:
             problems.append(f"warmup steps must be >= 0, got {self.warmup_steps}")
         if not self.grad_clip >= 0:
             problems.append(f"grad clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            problems.append(f"min lr ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not (all(0.0 <= b < 1.0 for b in self.betas) and len(self.betas) == 2):
+            problems.append(f"betas must be two values in [0, 1), got {list(self.betas)}")
+        if not self.eps > 0:
+            problems.append(f"eps must be > 0, got {self.eps}")
+        for name in ("val_every", "save_every", "workers"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
+        for name in ("val_batches", "log_every", "prefetch"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val fraction must be in [0, 1), got {self.val_fraction}")
         if self.stride < 1:
@@ -875,138 +926,68 @@ def bench_loading(
 
 
 # --- CLI ------------------------------------------------------------------------------------------------
-def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    d = TrainConfig()
-    p = subparsers.add_parser(
-        "train",
-        help="fine-tune on episode bags (flow matching, AdamW, warm-up + cosine; torchrun for many GPUs)",
-        description="Train a policy on a directory of episode bags and write a checkpoint directory "
-        "(safetensors) with train_state.json, optimizer.safetensors and metrics.jsonl into --out. "
-        "Under `torchrun --nproc-per-node N -m vla_policy.cli train ...` it trains data-parallel "
-        "(DDP, or FSDP2 with --strategy fsdp); rank 0 writes the files.",
-    )
-    p.add_argument("--data", required=True, help="directory of episode bags (rosbag2, MCAP or sqlite3)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", help="start from a randomly initialised preset (e.g. tiny)")
-    src.add_argument(
-        "--init-from",
-        "--checkpoint",
-        dest="checkpoint",
-        metavar="CHECKPOINT_DIR",
-        help="start from a checkpoint directory of this repository (e.g. one from `vla-policy import`)",
-    )
-    p.add_argument("--out", required=True, help="output directory (a checkpoint plus training state)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"total optimiser steps (default {d.steps})")
-    p.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"per rank and micro-batch ({d.batch_size})"
-    )
-    p.add_argument(
-        "--grad-accum",
-        type=int,
-        default=d.grad_accum,
-        help="micro-batches accumulated per step (default 1; on --resume, what keeps the run's batch)",
-    )
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay:g}")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"default {d.warmup_steps}")
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0 = off)")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="held-out episodes fraction")
-    p.add_argument("--val-every", type=int, default=0, help="steps between validations (0 = 10 per run)")
-    p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0 = end only)")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics rows")
-    p.add_argument("--no-augment", action="store_true", help="no colour jitter / random crop")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out (any world size)")
-    p.add_argument("--stop-at", type=int, default=None, help="end this run after step N (resume later)")
-    p.add_argument("--params", default=None, help="node parameter YAML: joints, cameras, controllers")
-    p.add_argument("--seed", type=int, default=d.seed, help="init, split, batch and noise seed")
-    p.add_argument("--stride", type=int, default=d.stride, help="ticks between training windows")
-    p.add_argument(
-        "--workers", type=int, default=d.workers, help="data-loading processes per rank (0 = in the trainer)"
-    )
-    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK per rank)")
-    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help="with several ranks (ddp)")
-    p.add_argument(
-        "--precision", default=d.precision, choices=PRECISIONS, help="auto: bf16 autocast on GPUs, else fp32"
-    )
-    p.add_argument(
-        "--check-replicas", action="store_true", help="check after each step that every rank's weights agree"
-    )
-    for flag in TUNE_FLAGS:
-        p.add_argument(
-            f"--{flag.replace('_', '-')}",
-            dest=flag,
-            action=argparse.BooleanOptionalAction,
-            default=None,
-            help=f"train {flag[5:].replace('_', ' ')} (default: GR00T's fine-tuning "
-            f"{'on' if GROOT_FINETUNE_FLAGS[flag] else 'off'} with --init-from, the preset's with --preset)",
-        )
-    p.add_argument("--bench-loading", type=int, default=0, metavar="N", help="only time N batches of loading")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--lora-rank", type=int, default=0, help="LoRA rank on the targets (0 = off, default)")
-    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help=f"default {d.lora_alpha:g}")
-    p.add_argument(
-        "--lora-targets", default=",".join(LORA_TARGETS), help=f"comma list of {', '.join(LORA_TARGETS)}"
-    )
-    p.set_defaults(func=cmd_train)
-    return p
+_SOURCE = tyro.conf.create_mutex_group(required=False, title="model to start from")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps,
-        grad_clip=args.grad_clip,
-        val_fraction=args.val_fraction,
-        val_every=args.val_every,
-        save_every=args.save_every,
-        log_every=max(1, args.log_every),
-        augment=not args.no_augment,
-        seed=args.seed,
-        stride=args.stride,
-        workers=max(0, args.workers),
-        device=args.device,
-        strategy=args.strategy,
-        precision=args.precision,
-        check_replicas=args.check_replicas,
-        progress=not args.no_progress,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
-        **{f: getattr(args, f) for f in TUNE_FLAGS},
-    )
+@dataclass(frozen=True)
+class TrainCommand:
+    """Train a policy on episode bags (or a LeRobot dataset) and write a checkpoint directory (safetensors)
+    with train_state.json, optimizer.safetensors and metrics.jsonl into --out. Under `torchrun
+    --nproc-per-node N -m vla_policy.cli train ...` it trains data-parallel (DDP, or FSDP2 with --strategy
+    fsdp); rank 0 writes the files."""
+
+    data: str
+    """directory of episode bags (rosbag2: MCAP or sqlite3) or a LeRobot dataset"""
+    out: str
+    """output directory (a checkpoint plus the training state)"""
+    preset: Annotated[tyro.conf.DisallowNone[str | None], _SOURCE] = None
+    """start from a randomly initialised preset (e.g. tiny)"""
+    checkpoint: Annotated[
+        tyro.conf.DisallowNone[str | None],
+        _SOURCE,
+        tyro.conf.arg(name="init-from", aliases=("--checkpoint",), metavar="CHECKPOINT_DIR"),
+    ] = None
+    """start from a checkpoint directory of this repository (e.g. one from `vla-policy import`)"""
+    resume: bool = False
+    """continue the run saved in --out (any world size)"""
+    stop_at: tyro.conf.DisallowNone[int | None] = None
+    """end this run after step N (resume later)"""
+    params: tyro.conf.DisallowNone[str | None] = None
+    """node parameter YAML: joints, cameras, controllers"""
+    bench_loading: Annotated[int, tyro.conf.arg(metavar="N")] = 0
+    """only time N batches of data loading"""
+    json: bool = False
+    """print the summary as JSON"""
+    config: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes] = TrainConfig()
+
+
+def run_train(cmd: TrainCommand) -> int:
+    """``vla-policy train`` with its parsed flags; the exit code."""
+    cfg = cmd.config
+    if cmd.bench_loading:
+        res = bench_loading(cmd.data, cmd.preset or "tiny", cmd.bench_loading, cfg, cmd.params)
+        sys.stdout.write(json.dumps(res, indent=1) + "\n")
+        return 0
+    if not cmd.resume and not (cmd.preset or cmd.checkpoint):
+        raise TrainError("give --preset P or --init-from CHECKPOINT_DIR (or --resume)")
     try:
-        if args.bench_loading:
-            cfg.check()
-            res = bench_loading(args.data, args.preset or "tiny", args.bench_loading, cfg, args.params)
-            sys.stdout.write(json.dumps(res, indent=1) + "\n")
-            return 0
-        if not args.resume and not (args.preset or args.checkpoint):
-            raise TrainError("give --preset P or --init-from CHECKPOINT_DIR (or --resume)")
         result = train(
-            args.data,
-            args.out,
+            cmd.data,
+            cmd.out,
             cfg,
-            preset=args.preset,
-            checkpoint=args.checkpoint,
-            params=args.params,
-            resume=args.resume,
-            stop_at=args.stop_at,
+            preset=cmd.preset,
+            checkpoint=cmd.checkpoint,
+            params=cmd.params,
+            resume=cmd.resume,
+            stop_at=cmd.stop_at,
         )
-    except (TrainError, DatasetError, EvalError, EpisodeBagError) as exc:
-        sys.stderr.write(f"vla-policy train: error: {one_line(exc)}\n")
-        return 2
     except KeyboardInterrupt:
-        sys.stderr.write(f"vla-policy train: interrupted; continue with --resume --out {args.out}\n")
+        sys.stderr.write(f"vla-policy train: interrupted; continue with --resume --out {cmd.out}\n")
         return 130
     if not result.is_main:
         return 0
     s = result.summary
-    if args.json:
+    if cmd.json:
         sys.stdout.write(json.dumps(s, indent=1) + "\n")
     else:
         workers = s["loading_workers"]
@@ -1024,13 +1005,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_main(argv: Sequence[str]) -> int:
+    """``vla-policy train ARGS``: the flags of :class:`TrainCommand`; bad input is one line, exit code 2."""
+    errors = (TrainError, DatasetError, EvalError, EpisodeBagError)
+    return run_command("vla-policy train", TrainCommand, argv, run_train, errors)
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``train`` on the ``vla-policy`` subparsers (flags: :class:`TrainCommand`)."""
+    return add_subcommand(
+        subparsers,
+        "train",
+        "fine-tune on episode bags (flow matching, AdamW, warm-up + cosine; torchrun for many GPUs)",
+        train_main,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vla-policy")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_train_parser(sub)
-    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    """``python -m vla_policy.training.trainer`` (the same as ``vla-policy train``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    return train_main(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
