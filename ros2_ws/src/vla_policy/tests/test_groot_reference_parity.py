@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +246,27 @@ def test_unmapped_modality_key_is_refused(tmp_path: Path) -> None:
         ]
     )
     assert code == 2 and "state.claw" in err and "not mapped" in err
+
+
+def test_an_imported_checkpoint_fine_tunes_with_groots_flags(
+    imported: Path, bags: Path, tmp_path: Path
+) -> None:
+    """Issue 17, item 6: `vla-policy train --init-from` an import trains the projector and the DiT with
+    the LLM and vision frozen (GR00T's fine-tuning defaults), and the result loads and predicts."""
+    from vla_policy.training.trainer import TrainConfig, train
+
+    out = tmp_path / "ft"
+    cfg = TrainConfig(steps=2, batch_size=2, warmup_steps=1, val_fraction=0.0, workers=0, progress=False)
+    aloha = Path(__file__).resolve().parents[2] / "vla_sim" / "config" / "aloha.yaml"  # 6 + 6 + 2 joints
+    train(bags, out, cfg, checkpoint=imported, params=aloha)
+    before = load_file(str(imported / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    frozen = [k for k in before if k.startswith("backbone.eagle_model.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(
+        before["action_head.model.proj_out_2.weight"], after["action_head.model.proj_out_2.weight"]
+    )
+    tuned = VLAPolicy.from_checkpoint(out)  # its statistics are the new data's: 14 joints
+    obs = _observation(load_file(str(FIXTURE / "reference.safetensors")))
+    chunk = tuned.predict_chunk(replace(obs, state=obs.state[:14]), seed=0)
+    assert chunk.actions.shape[1] == 32 and np.all(np.isfinite(chunk.actions))

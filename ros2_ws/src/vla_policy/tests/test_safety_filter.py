@@ -178,3 +178,15 @@ def test_config_length_mismatch_is_refused() -> None:
 def test_unknown_key_suggests_the_nearest() -> None:
     with pytest.raises(ConfigError, match="max_velocity"):
         from_dict(SafetyFilterConfig, {"max_velocty": [1.0]})
+
+
+def test_estimate_adds_the_motion_commanded_since_the_measurement_across_trajectories() -> None:
+    """A measurement taken while an older trajectory ran is compared with that trajectory's setpoint at
+    its stamp, not with the start of the newest one (which would drop the motion in between)."""
+    f = _filter(n=1, vmax=1.0, mode="trajectory")
+    f.trajectory(np.array([[1.0]]), np.array([1.0]), now=0.0, measured=[0.0])  # 1 rad/s from 0
+    f.trajectory(np.array([[1.0]]), np.array([1.0]), now=0.5, measured=[0.48])  # robot 0.02 behind
+    # measured 0.38 at t=0.4 (0.02 behind the setpoint 0.4); at t=0.7 the newest trajectory commands
+    # 0.48 + 0.2 * (1.0 - 0.48) / 1.0
+    estimate = f.estimate(0.7, np.array([0.38]), measured_at=0.4)
+    np.testing.assert_allclose(estimate, [0.38 + (0.48 + 0.2 * 0.52) - 0.4])

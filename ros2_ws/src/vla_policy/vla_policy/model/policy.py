@@ -201,7 +201,7 @@ class VLAPolicy:
     def save(
         self, path: str | Path, random_init: bool | None = None, max_shard_bytes: int | None = None
     ) -> Path:
-        return save_checkpoint(
+        out = save_checkpoint(
             path,
             self.config,
             self.model.state_dict(),
@@ -209,6 +209,8 @@ class VLAPolicy:
             random_init=self.random_init if random_init is None else random_init,
             max_shard_bytes=max_shard_bytes,
         )
+        self.tokenizer.save_files(out)
+        return out
 
     @property
     def name(self) -> str:

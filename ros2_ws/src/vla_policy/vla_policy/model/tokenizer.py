@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +46,11 @@ class TextTokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
+    def save_files(self, checkpoint_dir: Path) -> None:
+        """Write the files it was loaded from into ``checkpoint_dir``, so a checkpoint saved from this
+        policy (a fine-tune) loads the same tokenizer."""
+        ...
+
 
 class ByteTokenizer:
     """UTF-8 bytes (ids 0..255) plus special tokens <pad>=256, <bos>=257, <eos>=258, <image>=259."""
@@ -63,6 +69,9 @@ class ByteTokenizer:
     def decode(self, ids: list[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
+    def save_files(self, checkpoint_dir: Path) -> None:
+        """Built in: no files."""
+
 
 class HFTokenizer:
     """A ``tokenizer.json`` loaded locally through the ``tokenizers`` package."""
@@ -71,6 +80,7 @@ class HFTokenizer:
         from tokenizers import Tokenizer  # optional dependency: only needed for checkpoint tokenizers
 
         self._tok = Tokenizer.from_file(str(path))
+        self.path = Path(path)
         image_id = self._tok.token_to_id(image_token)
         if image_id is None:
             raise ValueError(f"{path}: tokenizer has no image token {image_token!r}")
@@ -83,6 +93,11 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def save_files(self, checkpoint_dir: Path) -> None:
+        target = Path(checkpoint_dir) / "tokenizer.json"
+        if target.resolve() != self.path.resolve():
+            shutil.copyfile(self.path, target)
+
 
 class EagleChatTokenizer:
     """GR00T N1.5's prompt: the Eagle processor's chat template and its Qwen3 tokenizer, from local files.
@@ -93,6 +108,7 @@ class EagleChatTokenizer:
 
     def __init__(self, files: Path) -> None:
         files = Path(files)
+        self.files = files
         for name in CHAT_FILES:
             if not (files / name).is_file():
                 raise FileNotFoundError(
@@ -131,6 +147,11 @@ class EagleChatTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def save_files(self, checkpoint_dir: Path) -> None:
+        target = Path(checkpoint_dir) / PROCESSOR_DIR
+        if target.resolve() != self.files.resolve():
+            shutil.copytree(self.files, target, dirs_exist_ok=True)
 
     def prompt_ids(self, instruction: str, num_images: int, tokens_per_image: int) -> list[int]:
         """Token ids of one observation's prompt: num_images images, then the instruction."""

@@ -24,6 +24,7 @@ position, never to an internal value the robot was not sent.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ import numpy as np
 from vla_policy.strict_config import require
 
 OUTPUT_MODES: tuple[str, ...] = ("trajectory", "forward")
+HISTORY = 64  # commands kept: at 50 Hz more than a second, longer than any fresh measurement's age
 
 
 def _as_tuple(value: object) -> tuple[float, ...]:
@@ -173,7 +175,9 @@ class SafetyFilter:
         self.control_period = float(control_period)
         self.mode = mode
         self.set_limits(config)
-        self._commanded: _Commanded | None = None
+        # what was commanded, newest last: a measurement taken under an older trajectory is compared with
+        # the setpoint of that trajectory
+        self._history: deque[_Commanded] = deque(maxlen=HISTORY)
         self._velocity = np.zeros(num_joints)  # of the last forward command
         self.stats = SafetyStats()
 
@@ -184,6 +188,18 @@ class SafetyFilter:
         self.lower, self.upper, self.max_velocity, self.max_acceleration = arrays
 
     # --- state -----------------------------------------------------------------------------------
+    @property
+    def _commanded(self) -> _Commanded | None:
+        """The newest command (a trajectory, or a forward command as a one-point one)."""
+        return self._history[-1] if self._history else None
+
+    def _command_at(self, t: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(position, velocity) commanded at time ``t``, by the command that was in force then."""
+        for commanded in reversed(self._history):
+            if commanded.stamp <= t:
+                return commanded.at(t)
+        return self._history[0].at(t) if self._history else None
+
     @property
     def active(self) -> bool:
         return self._commanded is not None
@@ -200,12 +216,12 @@ class SafetyFilter:
     def shift_time(self, delta: float) -> None:
         """The clock jumped by ``delta`` seconds: what was commanded stays where it was in time, so
         ``setpoint`` after the jump is the setpoint from before it."""
-        if self._commanded is not None:
-            self._commanded.stamp += delta
+        for commanded in self._history:
+            commanded.stamp += delta
 
     def reset(self) -> None:
         """Forget what was commanded: the next command ramps from the measured position again."""
-        self._commanded = None
+        self._history.clear()
         self._velocity = np.zeros(self.num_joints)
 
     def _valid(self, values: np.ndarray | Sequence[float] | None) -> np.ndarray | None:
@@ -225,12 +241,14 @@ class SafetyFilter:
         """Where the robot is at ``now``: the measured position plus the commanded motion since it was
         measured (a measurement is never quite current while a trajectory executes); the commanded
         setpoint without a measurement; None when neither exists."""
-        if self._commanded is None:
+        current = self._command_at(now)
+        if current is None:
             return None if measured is None else measured.copy()
         if measured is None:
-            return self._commanded.at(now)[0]
-        since = self._commanded.at(now if measured_at is None else measured_at)[0]
-        return measured + self._commanded.at(now)[0] - since
+            return current[0]
+        then = self._command_at(now if measured_at is None else measured_at)
+        assert then is not None
+        return measured + current[0] - then[0]
 
     def _start(
         self, now: float, measured: np.ndarray | None, measured_at: float | None
@@ -304,7 +322,7 @@ class SafetyFilter:
         return SafetyResult(position.copy(), clipped=clipped, rate_limited=limited)
 
     def _record_command(self, position: np.ndarray, now: float, velocity: np.ndarray | None = None) -> None:
-        self._commanded = _Commanded(now, position.copy(), np.zeros(1), position[None].copy())
+        self._history.append(_Commanded(now, position.copy(), np.zeros(1), position[None].copy()))
         self._velocity = np.zeros(self.num_joints) if velocity is None else velocity
 
     # --- trajectory output -----------------------------------------------------------------------
@@ -345,7 +363,7 @@ class SafetyFilter:
                 self._note("non-finite trajectory point")
             out[i] = position
             prev_t = t
-        self._commanded = _Commanded(now, first, times.copy(), out.copy())
+        self._history.append(_Commanded(now, first, times.copy(), out.copy()))
         self.stats.trajectories += 1
         self.stats.clipped += int(clipped)
         self.stats.rate_limited += int(limited)
@@ -376,6 +394,6 @@ class SafetyFilter:
         if self.mode == "forward":
             self._record_command(target, now)
         else:
-            self._commanded = _Commanded(now, reference.copy(), np.array([t]), target[None].copy())
+            self._history.append(_Commanded(now, reference.copy(), np.array([t]), target[None].copy()))
         self.stats.holds += 1
         return Trajectory(target[None].copy(), np.array([t]), now, hold=True)

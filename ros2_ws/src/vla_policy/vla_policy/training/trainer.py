@@ -558,6 +558,7 @@ def save_train_state(
     if not engine.ctx.is_main:
         return
     save_checkpoint(out, policy.config, weights, policy.normalizer, random_init=False)
+    policy.tokenizer.save_files(out)  # an imported GR00T checkpoint's prompt files travel with it
     if lora is not None:
         _write_safetensors(lora, out / LORA_FILE)
     _write_safetensors(opt_tensors, out / OPTIMIZER_FILE)
