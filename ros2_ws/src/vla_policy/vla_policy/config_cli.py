@@ -171,5 +171,5 @@ def parse_known(
     (``args.config_main``); for any other subcommand, arguments it does not know are an error."""
     args, rest = parser.parse_known_args(argv)
     if rest and getattr(args, "config_main", None) is None:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        parser.exit(2, f"{parser.prog}: error: unrecognized arguments: {' '.join(rest)} (see --help)\n")
     return args, rest

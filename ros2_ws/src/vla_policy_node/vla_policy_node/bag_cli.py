@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vla_policy.config_cli import add_subcommand, parse_known
 from vla_policy.data.episode_bag import EpisodeBagError, one_line
 
 PROG = "vla-bag"
@@ -223,24 +224,11 @@ def cmd_export_lerobot(args: argparse.Namespace) -> int:
 
 
 # --- replay-eval ------------------------------------------------------------------------------------------
-def cmd_replay_eval(args: argparse.Namespace) -> int:
-    from vla_policy.evaluation.eval_report import summary_table
+def replay_eval_main(argv: Sequence[str]) -> int:
+    """``vla-bag replay-eval ARGS``, imported here: the other subcommands never load the model's code."""
+    from vla_policy_node.replay_eval import replay_eval_main as run
 
-    from vla_policy_node.replay_eval import ReplayOptions, run_replay_eval
-
-    opts = ReplayOptions(
-        seed=args.seed,
-        blending=args.blending,
-        rate=args.rate,
-        params=args.params,
-        timeout=args.timeout,
-        domain_id=args.domain_id,
-        startup_timeout=args.startup_timeout,
-    )
-    res = run_replay_eval(args.bag, args.checkpoint, args.out, opts, log=lambda s: _out(s, flush=True))
-    _out(summary_table(res.report, res.timing))
-    _out(f"report: {res.paths['report.json']}")
-    return 0
+    return run(argv)
 
 
 # --- parser -----------------------------------------------------------------------------------------------
@@ -329,23 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reliable", action="store_true", help="publish every topic reliable")
     p.set_defaults(func=cmd_play)
 
-    p = sub.add_parser(
-        "replay-eval",
-        help="evaluate the real node on a bag over DDS",
-        description="Run vla_policy_node (use_sim_time, forward output) against `play "
-        "--clock`, record what it publishes and score it against the bag's commands.",
-    )
-    p.add_argument("--bag", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--blending", choices=("none", "temporal_ensemble", "rtc"), default="none")
-    p.add_argument("--rate", type=float, default=1.0, help="playback rate (default 1)")
-    p.add_argument("--params", default=None, help="node parameter YAML (cameras, joints, ...)")
-    p.add_argument("--timeout", type=float, default=300.0, help="overall limit in seconds")
-    p.add_argument("--startup-timeout", type=float, default=120.0, help="seconds for the node to configure")
-    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: random 1..101)")
-    p.set_defaults(func=cmd_replay_eval)
+    add_subcommand(sub, "replay-eval", "evaluate the real node on a bag over DDS", replay_eval_main)
 
     p = sub.add_parser(
         "export-lerobot",
@@ -368,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parse_known(parser, argv)
+    if getattr(args, "config_main", None) is not None:  # replay-eval: its flags are ReplayOptions' fields
+        return int(args.config_main(rest))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

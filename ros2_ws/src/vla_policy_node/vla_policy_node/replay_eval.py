@@ -23,20 +23,28 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import tyro
 import yaml
+from vla_policy.config_cli import run_command
 from vla_policy.data.episode_bag import (
     EpisodeBagError,
     EpisodeBagReader,
     command_topic,
     one_line,
 )
-from vla_policy.evaluation.eval_report import clear_previous, latency_summary, score_series, write_report
+from vla_policy.evaluation.eval_report import (
+    clear_previous,
+    latency_summary,
+    score_series,
+    summary_table,
+    write_report,
+)
 from vla_policy.evaluation.offline_eval import (
     EvalConfig,
     EvalError,
@@ -47,7 +55,9 @@ from vla_policy.evaluation.offline_eval import (
     resolve_episode,
 )
 from vla_policy.runtime.joint_groups import GROUP_NAMES
+from vla_policy.runtime.settings import ParameterError, load_schema
 from vla_policy.stamps import to_seconds
+from vla_policy.strict_config import ConfigError, require
 
 from vla_policy_node.child_process import ChildProcess
 
@@ -59,17 +69,42 @@ class ReplayError(RuntimeError):
     """The replay evaluation failed; one line says why."""
 
 
+_SCHEMA = load_schema()
+
+
 @dataclass(frozen=True)
 class ReplayOptions:
+    """How to replay (the flags of vla-bag replay-eval); the node's values are checked by its schema."""
+
     seed: int = 0
-    blending: str = "none"
+    """the node's noise seed"""
+    blending: Annotated[str, tyro.conf.arg(help=_SCHEMA.specs["blending"].description)] = "none"
     rate: float = 1.0
-    params: str | None = None
+    """playback rate"""
+    params: tyro.conf.DisallowNone[str | None] = None
+    """node parameter YAML (cameras, joints, ...)"""
     timeout: float = 300.0
+    """overall limit in seconds"""
     startup_timeout: float = 120.0
-    domain_id: int | None = None
+    """seconds for the node to configure"""
+    domain_id: tyro.conf.DisallowNone[int | None] = None
+    """ROS_DOMAIN_ID (default: random 1..101)"""
     torch_threads: int = 1
-    extra_params: dict[str, Any] = field(default_factory=dict)
+    """the node's torch threads (0 = torch's default)"""
+    extra_params: tyro.conf.Suppress[dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "blending", "torch_threads"):
+            try:
+                _SCHEMA.check(name, getattr(self, name))
+            except ParameterError as exc:
+                raise ConfigError(str(exc)) from exc
+        require(self.rate > 0, f"rate must be > 0, got {self.rate}")
+        require(self.timeout > 0 and self.startup_timeout > 0, "timeout and startup timeout must be > 0 s")
+        require(
+            self.domain_id is None or 0 <= self.domain_id <= 232,
+            f"domain id must be in [0, 232], got {self.domain_id}",
+        )
 
 
 @dataclass
@@ -321,3 +356,37 @@ def _score(
     if not any(cmd[g][0] for g in groups):
         raise EvalError("the node published no commands during the replay (see OUT/replay/logs/node.log)")
     return report, timing, (times, predicted, recorded), latencies
+
+
+# --- CLI: vla-bag replay-eval ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayEvalCommand:
+    """Run vla_policy_node (use_sim_time, forward output) against `play --clock`, record what it publishes
+    and score it against the bag's commands."""
+
+    bag: str
+    """episode bag directory"""
+    checkpoint: str
+    """checkpoint directory"""
+    out: str
+    """output directory for the report"""
+    replay: Annotated[ReplayOptions, tyro.conf.OmitArgPrefixes] = ReplayOptions()
+
+
+def run_replay_eval_command(cmd: ReplayEvalCommand) -> int:
+    """``vla-bag replay-eval`` with its parsed flags: the summary and the report's path on stdout."""
+
+    def say(text: str) -> None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    res = run_replay_eval(cmd.bag, cmd.checkpoint, cmd.out, cmd.replay, log=say)
+    say(summary_table(res.report, res.timing))
+    say(f"report: {res.paths['report.json']}")
+    return 0
+
+
+def replay_eval_main(argv: Sequence[str]) -> int:
+    """``vla-bag replay-eval ARGS``: the flags of :class:`ReplayEvalCommand`; bad input is one line."""
+    errors = (ReplayError, EvalError, EpisodeBagError, OSError)
+    return run_command("vla-bag replay-eval", ReplayEvalCommand, argv, run_replay_eval_command, errors)
