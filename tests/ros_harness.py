@@ -73,7 +73,7 @@ def wait_for_output(proc: ChildProcess, text: str, timeout: float = 30.0) -> boo
     return proc.wait_for(text, timeout)
 
 
-def stop(proc: ChildProcess, sigint_timeout: float = 5.0, term_timeout: float = 3.0) -> int:
+def stop(proc: ChildProcess, sigint_timeout: float = 20.0, term_timeout: float = 5.0) -> int:
     """Stop a child: SIGINT (like Ctrl-C), then SIGTERM, then SIGKILL. Returns the exit code."""
     return proc.stop(sigint_timeout, term_timeout)
 

@@ -65,8 +65,9 @@ def test_inference_exception_faults_retries_with_backoff_and_recovers(
 def test_slow_inference_holds_last_safe_action_and_counts_overruns(
     harness: Harness, module_ros_env: dict[str, str], tmp_path: Path
 ) -> None:
-    # chunk 0.4 s, refill at 0.2 s left, inference 0.35 s: always late
-    proc = _start(tmp_path, module_ros_env, {"horizon": 8, "delay": 0.35}, output_mode="forward")
+    # chunk 0.8 s, refill at 0.4 s left, inference 0.5 s: always late by 0.1 s, yet never so late that
+    # the chunk arrives entirely in the past (dropped), even with a loaded machine adding 0.3 s
+    proc = _start(tmp_path, module_ros_env, {"horizon": 16, "delay": 0.5}, output_mode="forward")
     try:
         _started(harness, proc)
         status = harness.wait_status(lambda s: s.inference_overruns >= 2 and s.state == RUNNING, 30.0)

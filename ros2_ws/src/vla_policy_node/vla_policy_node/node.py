@@ -13,6 +13,7 @@ runtime's; this node only converts messages, keeps the clock and the threads, an
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any
@@ -107,6 +108,10 @@ class VLAPolicyNode(LifecycleNode):
         self._settings, self._runtime = settings, runtime
         self._create_io(settings)
         self._post_set = self.add_post_set_parameters_callback(self._apply_dynamic)
+        # what is loaded now lives as long as the configuration: out of the collector's scans, a full
+        # collection no longer walks ~390k library objects (0.3 s holding the GIL, measured) in the
+        # control loop, and exit no longer takes seconds; cleanup unfreezes
+        gc.freeze()
         skipped = f" (skipped {'; '.join(info.backend_skipped)})" if info.backend_skipped else ""
         self.get_logger().info(
             f"configured {info.name}: {len(settings.cameras)} cameras, {settings.joints.state_dim} joints, "
@@ -222,6 +227,7 @@ class VLAPolicyNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._free("cleaned up")
+        gc.unfreeze()  # the freed configuration's cycles become collectable again
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
