@@ -190,3 +190,21 @@ def test_estimate_adds_the_motion_commanded_since_the_measurement_across_traject
     # 0.48 + 0.2 * (1.0 - 0.48) / 1.0
     estimate = f.estimate(0.7, np.array([0.38]), measured_at=0.4)
     np.testing.assert_allclose(estimate, [0.38 + (0.48 + 0.2 * 0.52) - 0.4])
+
+
+def test_first_point_is_reached_within_the_limit_from_a_robot_that_did_not_track() -> None:
+    """The estimate assumes the robot followed what was commanded; when it did not (here it stayed at 0
+    while 0.2 rad of motion was commanded since its last measurement) the first point comes later, so
+    that even from the measured position it is reached within the velocity limit; the spacing stays."""
+    f = _filter(n=1, vmax=1.0, mode="trajectory")
+    f.trajectory(np.array([[1.0]]), np.array([1.0]), now=0.0, measured=[0.0])
+    traj = f.trajectory(
+        np.array([[1.0], [1.0]]), np.array([0.05, 0.10]), now=0.3, measured=[0.0], measured_at=0.1
+    )
+    assert traj is not None
+    assert traj.positions[0, 0] == pytest.approx(0.25)  # the estimate 0.2, then 0.05 s at 1 rad/s
+    assert traj.time_from_start[0] == pytest.approx(0.25)
+    assert traj.time_from_start[1] - traj.time_from_start[0] == pytest.approx(0.05)
+    hold = f.hold(now=0.3, measured=[0.0], measured_at=0.3)
+    assert hold is not None
+    assert hold.time_from_start[0] >= abs(hold.positions[0, 0]) / 1.0 - 1e-12

@@ -11,8 +11,9 @@ Invariants checked on every message, in physical units (as the node's ``SafetyFi
 - trajectories (``<group>_controller/joint_trajectory``): the group's joint names, every point finite and
   within the limits, ``time_from_start`` increasing, consecutive points at most ``max_velocity`` times
   their time spacing apart, and the first point (a hold's only point) within ``max_velocity`` times its
-  time of the measured position, plus ``max_velocity * slack`` for the robot moving while the message is
-  in flight and the node's measurement age;
+  time (plus ``max_velocity * slack`` for delivery) of the position measured now or of one the robot
+  reported within the last ``measurement_window`` seconds (the node can only know a measurement it has
+  received, and it refuses older ones);
 - action chunks: the group's joint names and finite values (raw model output: limits are not applied);
 - no command while the node is inactive or holding (status not RUNNING), except the hold command itself:
   a forward command that repeats the previous one (or equals the measured position), or a one-point
@@ -50,6 +51,7 @@ class InvariantMonitor:
         slack: float = 0.1,
         node_name: str = "vla_policy_node",
         measured: Callable[[str], Sequence[float] | None] | None = None,
+        reported: Callable[[str], list[Sequence[float]]] | None = None,
         on_command: Callable[[str, list[float]], None] | None = None,
         on_trajectory: Callable[[str, Any], None] | None = None,
         lock: Any = None,
@@ -65,6 +67,7 @@ class InvariantMonitor:
         self.control_period = control_period
         self.window, self.slack = window, slack
         self.measured = measured
+        self.reported = reported
         self.on_command = on_command
         self.on_trajectory = on_trajectory
         self.tol = tol
@@ -224,7 +227,8 @@ class InvariantMonitor:
                         )
                 elif i == 0 and measured is not None and len(measured) == len(pos):
                     slack = allow + self.max_velocity * self.slack
-                    step = self._dist(pos, measured)
+                    known = [measured, *(self.reported(group) if self.reported is not None else [])]
+                    step = min(self._dist(pos, m) for m in known if len(m) == len(pos))
                     if step > slack:
                         kind = "hold" if len(msg.points) == 1 else "first point"
                         self._violation(

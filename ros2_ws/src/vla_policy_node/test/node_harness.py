@@ -9,6 +9,7 @@ import random
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ RIGHT = tuple(f"right_joint_{i}" for i in range(6))
 CLAW = ("left_gripper", "right_gripper")
 GROUP_JOINTS = {"left_arm": LEFT, "right_arm": RIGHT, "claw": CLAW}
 LOWER, UPPER, MAX_VELOCITY = -1.0, 1.0, 1.0
+MAX_STATE_AGE = 0.3  # node_params': the node plans from no older measurement
+MEASUREMENT_WINDOW = MAX_STATE_AGE + 0.2  # ... plus its delivery and the trajectory's, on a loaded machine
 IMAGE_SIZE = 64
 NODE = "vla_policy_node"
 
@@ -47,7 +50,7 @@ def node_params(checkpoint: str | Path, **overrides: Any) -> dict[str, Any]:
         "limits.position_upper": [UPPER],
         "limits.max_velocity": [MAX_VELOCITY],
         "max_image_age": 0.5,
-        "max_state_age": 0.3,
+        "max_state_age": MAX_STATE_AGE,
         "max_camera_skew": 0.3,
         "max_instruction_length": 1000,
         "status_rate_hz": 10.0,
@@ -118,6 +121,7 @@ class Harness:
         self._joint_seq = 0
         self._camera_ticks = 0
         self._following: dict[str, tuple[float, list[tuple[float, list[float]]]]] = {}
+        self._reported: deque[tuple[float, dict[str, float]]] = deque(maxlen=200)  # (monotonic, positions)
         self.monitor = InvariantMonitor(
             self.node,
             GROUP_JOINTS,
@@ -127,6 +131,7 @@ class Harness:
             control_period=control_period,
             node_name=node_name,
             measured=self.measured,
+            reported=self.reported,
             on_command=self._echo_command,
             on_trajectory=self._follow_trajectory,
             lock=self.lock,
@@ -253,6 +258,8 @@ class Harness:
         with self.lock:
             self._advance_following()
             items = list(self.inputs.positions.items())
+            if mode == "ok":
+                self._reported.append((time.monotonic(), dict(items)))
         random.Random(len(self.chunks)).shuffle(items)  # any order
         names = [k for k, _ in items] + ["torso_joint"]  # an extra joint the node ignores
         pos = [v for _, v in items] + [0.3]
@@ -286,6 +293,22 @@ class Harness:
         with self.lock:
             self._advance_following()
             return [self.inputs.positions[n] for n in GROUP_JOINTS[group]]
+
+    def reported(self, group: str) -> list[list[float]]:
+        """The valid positions of ``group`` published within the last ``MEASUREMENT_WINDOW`` seconds: the
+        node may have planned from any of them (it refuses ones older than ``MAX_STATE_AGE`` on arrival)."""
+        since = time.monotonic() - MEASUREMENT_WINDOW
+        with self.lock:
+            return [[p[n] for n in GROUP_JOINTS[group]] for t, p in self._reported if t >= since]
+
+    def push_arm(self, delta: float) -> None:
+        """Every joint is pushed by ``delta`` rad (within the limits) and stops following what it was
+        following: with ``inputs.echo_commands`` off it stays there."""
+        with self.lock:
+            self._advance_following()
+            self._following.clear()
+            for name, value in self.inputs.positions.items():
+                self.inputs.positions[name] = max(LOWER + 0.1, min(UPPER - 0.1, value + delta))
 
     def _echo_command(self, group: str, values: list[float]) -> None:
         if not self.inputs.echo_commands:

@@ -363,8 +363,9 @@ class TestFakeBackendFaults:
         self, module_ros_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[tuple[subprocess.Popen, Harness]]:
         tmp = tmp_path_factory.mktemp("reliability_fake")
-        # chunk 8 x 0.05 s = 0.4 s, refill at 0.2 s left, inference 0.35 s: always late; 2 raising calls
-        fake = {"horizon": 8, "delay": 0.35, "fail_calls": 3}
+        # chunk 16 x 0.05 s = 0.8 s, refill at 0.4 s left, inference 0.5 s: always late by 0.1 s, never so
+        # late (even on a loaded machine) that a chunk arrives entirely in the past; 3 raising calls
+        fake = {"horizon": 16, "delay": 0.5, "fail_calls": 3}
         harness = Harness()  # first: the harness sees the node's first statuses
         harness.publish_instruction(INSTRUCTION)
         proc = _fake_node(tmp, module_ros_env, fake, output_mode="trajectory")
@@ -385,7 +386,7 @@ class TestFakeBackendFaults:
 
     def test_slow_backend(self, system) -> None:
         proc, h = system
-        with REPORT.scenario("slow_backend", h.monitor, "inference 0.35 s > time left in the chunk") as notes:
+        with REPORT.scenario("slow_backend", h.monitor, "inference 0.5 s > time left in the chunk") as notes:
             status = h.wait_status(lambda s: s.inference_overruns >= 2, 30.0)
             assert status is not None
             _alive(proc)
@@ -396,11 +397,11 @@ class TestFakeBackendFaults:
 
         proc, h = system
         with REPORT.scenario(
-            "sigint_during_inference", h.monitor, "SIGINT with a 0.35 s inference in flight (trajectory)"
+            "sigint_during_inference", h.monitor, "SIGINT with a 0.5 s inference in flight (trajectory)"
         ) as notes:
             assert h.wait_status(lambda s: s.state == RUNNING, 30.0) is not None
             assert h.wait_for(lambda: all(h.trajectories.values()), 10.0)
-            time.sleep(0.2)  # refills never stop with a 0.35 s inference: one is in flight
+            time.sleep(0.2)  # refills never stop with a 0.5 s inference: one is in flight
             notes += _signal_and_check(proc, h, signal.SIGINT)
 
 
@@ -573,9 +574,7 @@ class TestTrajectorySafety:
         with REPORT.scenario("joint_state_jump", h.monitor, "every measured joint jumps by 0.3 rad") as notes:
             h.inputs.echo_commands = False  # the pushed arm stays where it was pushed
             try:
-                with h.lock:
-                    for name in h.inputs.positions:
-                        h.inputs.positions[name] = max(-0.9, min(0.9, h.inputs.positions[name] + 0.3))
+                h.push_arm(0.3)
                 n = h.count_chunks()
                 assert h.wait_for(lambda: _chunks_after(h, n + 2), 30.0)
             finally:

@@ -363,11 +363,21 @@ class SafetyFilter:
                 self._note("non-finite trajectory point")
             out[i] = position
             prev_t = t
+        times = times + self._extra_time(out[0], times[0], self._valid(measured))
         self._history.append(_Commanded(now, first, times.copy(), out.copy()))
         self.stats.trajectories += 1
         self.stats.clipped += int(clipped)
         self.stats.rate_limited += int(limited)
         return Trajectory(out, times.copy(), now)
+
+    def _extra_time(self, first: np.ndarray, t_first: float, measured: np.ndarray | None) -> float:
+        """Seconds to add before the first point so that it is reached within the velocity limit from the
+        measured position too: the estimate assumes the robot tracked what was commanded since it was
+        measured, and a robot that did not (blocked, lagging) is then never driven faster than allowed."""
+        if measured is None:
+            return 0.0
+        need = float(np.max(np.abs(first - measured) / self.max_velocity))
+        return max(0.0, need - t_first)
 
     # --- holds -----------------------------------------------------------------------------------
     def hold(
@@ -391,6 +401,7 @@ class SafetyFilter:
         target = np.clip(target, self.lower, self.upper)
         travel = float(np.max(np.abs(target - reference) / self.max_velocity))
         t = max(self.control_period, travel)
+        t += self._extra_time(target, t, meas)
         if self.mode == "forward":
             self._record_command(target, now)
         else:
