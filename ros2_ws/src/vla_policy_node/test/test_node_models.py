@@ -36,6 +36,7 @@ def _run_node_until_commands(params: dict, env: dict[str, str], tmp: Path) -> tu
         running = harness.wait_status(lambda s: s.state == RUNNING and s.last_chunk_id > 0, timeout=120.0)
         assert running is not None, ros_harness.output(proc)[-4000:]
         assert harness.wait_for(lambda: all(len(harness.commands[g]) >= 3 for g in GROUP_JOINTS), 60.0)
+        assert harness.wait_for(lambda: len(harness.chunks) > 0, 30.0)  # ~/action_chunk too
         assert not harness.violations, harness.violations[:10]
         assert proc.poll() is None
     finally:
