@@ -47,23 +47,33 @@ def _eval(ck: Path, out: Path, env: dict[str, str], *extra: str) -> dict:
     return json.loads((out / "eval.json").read_text())
 
 
-def test_eval_closed_loop_with_random_tiny_checkpoint(tmp_path):
-    env = _env(tmp_path)
-    out = tmp_path / "eval"
-    rep = _eval(_checkpoint(tmp_path, env), out, env, "--episodes", "1", "--episode-seconds", "1.0")
-    assert rep["n_episodes"] == 1 and 0.0 <= rep["success_rate"] <= 1.0
+LOCKSTEP_ARGS = ("--episodes", "2", "--episode-seconds", "1.0", "--blending", "temporal_ensemble")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], Path, dict]:
+    """One lock-step evaluation of a random tiny checkpoint (shared: each run starts a sim and a node)."""
+    tmp = tmp_path_factory.mktemp("sim_eval")
+    env = _env(tmp)
+    ck = _checkpoint(tmp, env)
+    out = tmp / "run0"
+    return ck, env, out, _eval(ck, out, env, *LOCKSTEP_ARGS)
+
+
+def test_eval_closed_loop_with_random_tiny_checkpoint(first_run) -> None:
+    _, _, out, rep = first_run
+    assert rep["n_episodes"] == 2 and 0.0 <= rep["success_rate"] <= 1.0
     assert rep["accepted_commands"] + rep["rejected_commands"] > 0, "the node sent nothing to the sim"
     assert (out / "eval.md").is_file() and (out / "video" / "episode_000.gif").is_file()
     latency = rep["inference_latency"]
     assert latency["reps"] >= 1 and latency["median_ms"] > 0, "no inference latency from the node's chunks"
 
 
-def test_lockstep_eval_gives_the_same_episodes_twice(tmp_path):
+def test_lockstep_eval_gives_the_same_episodes_twice(first_run, tmp_path: Path) -> None:
     """Mid-chunk refills (temporal ensemble) used to land at a sim time set by the inference time."""
-    env = _env(tmp_path)
-    ck = _checkpoint(tmp_path, env)
-    args = ("--episodes", "2", "--episode-seconds", "1.0", "--blending", "temporal_ensemble")
-    runs = [_eval(ck, tmp_path / f"run{i}", env, *args)["episodes"] for i in range(2)]
-    assert len(runs[0]) == 2 and all(e["accepted_commands"] > 3 for e in runs[0]), runs[0]
-    assert runs[0][0]["final_qpos"] != runs[0][1]["final_qpos"], "two seeds ended in the same state"
-    assert runs[0] == runs[1]
+    ck, env, _, rep = first_run
+    first = rep["episodes"]
+    second = _eval(ck, tmp_path / "run1", env, *LOCKSTEP_ARGS)["episodes"]
+    assert len(first) == 2 and all(e["accepted_commands"] > 3 for e in first), first
+    assert first[0]["final_qpos"] != first[1]["final_qpos"], "two seeds ended in the same state"
+    assert first == second
