@@ -2,13 +2,12 @@
 
 import json
 import os
-import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import ros_harness
 from sim_harness import PKG, need_sim
 
 rclpy = pytest.importorskip("rclpy")
@@ -17,13 +16,8 @@ pytestmark = [pytest.mark.ros, need_sim]
 
 @pytest.fixture
 def ros_env(tmp_path):
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(random.randint(1, 101)),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_LOG_DIR=str(tmp_path / "roslog"),
-        PYTHONPATH=os.pathsep.join([str(PKG), env.get("PYTHONPATH", "")]),
-    )
+    env = ros_harness.ros_child_env(log_dir=tmp_path / "roslog")
+    env["PYTHONPATH"] = os.pathsep.join([str(PKG), env.get("PYTHONPATH", "")])
     old = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR")}
     os.environ.update({k: env[k] for k in old})
     yield env
@@ -32,16 +26,6 @@ def ros_env(tmp_path):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(2)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_serve_publishes_accepts_commands_and_holds_on_bad_input(ros_env, tmp_path: Path):
@@ -71,7 +55,7 @@ def test_serve_publishes_accepts_commands_and_holds_on_bad_input(ros_env, tmp_pa
         "--results",
         str(results),
     ]
-    proc = subprocess.Popen(cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = ros_harness.spawn(cmd, ros_env, log_path=tmp_path / "sim.log")
     rclpy.init()
     node = rclpy.create_node("vla_sim_test")
     got: dict = {"js": [], "clock": [], "img": [], "status": []}
@@ -126,6 +110,6 @@ def test_serve_publishes_accepts_commands_and_holds_on_bad_input(ros_env, tmp_pa
     finally:
         node.destroy_node()
         rclpy.shutdown()
-        _stop(proc)
-    out = proc.stdout.read()
+        ros_harness.stop(proc)
+    out = ros_harness.output(proc)
     assert "rejected command" in out and "no command for" in out, out[-2000:]
