@@ -336,19 +336,7 @@ def config_from_node_params(params: Mapping[str, Any], base: EvalConfig) -> Eval
         kw["joints"] = settings.joints
     if any(k.startswith("controllers.") for k in params):
         kw["controllers"] = dict(settings.controllers)
-    for key in (
-        "blending",
-        "refill_threshold",
-        "ensemble_m",
-        "rtc_overlap_steps",
-        "rtc_max_guidance_weight",
-        "max_image_age",
-        "max_state_age",
-        "max_camera_skew",
-        "max_instruction_length",
-        "control_rate_hz",
-        "default_instruction",
-    ):
+    for key in _NODE_FIELDS:
         if key in params:
             kw[key] = params[key]
     if settings.seed is not None:
