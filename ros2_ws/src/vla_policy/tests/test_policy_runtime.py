@@ -173,7 +173,7 @@ def test_stale_joint_state_holds_and_recovers() -> None:
 def test_trajectory_hold_without_a_fresh_state_stays_on_the_commanded_path() -> None:
     """Issue 21, item 1: the hold lands on the path the newest trajectory sent the robot along (between
     where it started and its first point, which it had not reached yet), not at a value the robot was
-    never sent."""
+    never sent; it comes no sooner than the velocity limit allows from the last measurement."""
     runtime, _ = _runtime(mode="trajectory")
     runtime.activate(0.0)
     outs = _run(runtime, 0.0, 4)
@@ -194,7 +194,8 @@ def test_trajectory_hold_without_a_fresh_state_stays_on_the_commanded_path() -> 
     hold = out.trajectory.positions[0]
     assert np.all(hold >= 0.0 - 1e-12) and np.all(hold <= traj.positions[0] + 1e-12)
     assert np.all(hold > 0.0)  # it moved on from the measured position with what was commanded
-    assert out.trajectory.time_from_start[0] == pytest.approx(PERIOD)
+    # reached within the limit from the last (stale) measurement too: the robot may not have moved
+    assert out.trajectory.time_from_start[0] == pytest.approx(max(PERIOD, float(np.max(hold)) / VMAX))
 
 
 def test_trajectory_mode_sends_a_chunk_once_and_a_hold_once() -> None:

@@ -637,7 +637,8 @@ class PolicyRuntime:
                 return base
         elif self.config.forward_hold == "stop" and not force:
             return base
-        hold = self.safety.hold(now, *self.measured(now))
+        latest = self.buffer.latest_state()
+        hold = self.safety.hold(now, *self.measured(now), None if latest is None else latest[0])
         if hold is None:
             return base
         self._held = True

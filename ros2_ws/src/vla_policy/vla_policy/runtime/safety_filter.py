@@ -385,12 +385,16 @@ class SafetyFilter:
         now: float,
         measured: np.ndarray | Sequence[float] | None = None,
         measured_at: float | None = None,
+        last_measured: np.ndarray | Sequence[float] | None = None,
     ) -> Trajectory | None:
         """Stop where the robot is, as a one-point trajectory reached within the velocity limit (at least
         one control period away). Trajectory mode: ``estimate`` (the measured position plus the commanded
         motion since, or the commanded setpoint). Forward mode: the last command repeated (the robot is
-        there), else the measured position. None when there is neither."""
+        there), else the measured position. None when there is neither. ``last_measured``: the newest
+        measurement however old (``measured`` is only a fresh one); the hold is reached within the limit
+        from it too."""
         meas = self._valid(measured)
+        known = meas if meas is not None else self._valid(last_measured)
         if self.mode == "forward":
             target = self.last_command if self._commanded is not None else meas
         else:
@@ -401,7 +405,7 @@ class SafetyFilter:
         target = np.clip(target, self.lower, self.upper)
         travel = float(np.max(np.abs(target - reference) / self.max_velocity))
         t = max(self.control_period, travel)
-        t += self._extra_time(target, t, meas)
+        t += self._extra_time(target, t, known)
         if self.mode == "forward":
             self._record_command(target, now)
         else:
