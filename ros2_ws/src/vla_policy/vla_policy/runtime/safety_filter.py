@@ -33,7 +33,9 @@ import numpy as np
 from vla_policy.strict_config import require
 
 OUTPUT_MODES: tuple[str, ...] = ("trajectory", "forward")
-HISTORY = 64  # commands kept: at 50 Hz more than a second, longer than any fresh measurement's age
+# commands kept: in trajectory mode one per chunk or hold, so seconds of them, longer than any fresh
+# measurement's age (forward mode keeps one per tick and only ever uses the newest)
+HISTORY = 64
 
 
 def _as_tuple(value: object) -> tuple[float, ...]:
@@ -344,7 +346,8 @@ class SafetyFilter:
             return None
         if not (np.all(np.isfinite(times)) and times[0] > 0 and np.all(np.diff(times) > 0)):
             return None
-        start = self._start(now, self._valid(measured), measured_at)
+        meas = self._valid(measured)
+        start = self._start(now, meas, measured_at)
         if start is None:
             self.stats.held += 1
             self._note("no valid measured position to start from")
@@ -363,7 +366,7 @@ class SafetyFilter:
                 self._note("non-finite trajectory point")
             out[i] = position
             prev_t = t
-        times = times + self._extra_time(out[0], times[0], self._valid(measured))
+        times = times + self._extra_time(out[0], times[0], meas)
         self._history.append(_Commanded(now, first, times.copy(), out.copy()))
         self.stats.trajectories += 1
         self.stats.clipped += int(clipped)
