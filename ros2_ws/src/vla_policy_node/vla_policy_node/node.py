@@ -61,18 +61,17 @@ class VLAPolicyNode(LifecycleNode):
         self._wake = threading.Event()  # a /clock update or a stop
         self._inputs = threading.Event()  # a new input (lock-step waits on it)
         self._commands_published = 0
+        self._told: RuntimeState | None = None  # the state of the last tick, said on ~/status
         self._last_counts: tuple[float, dict[str, int]] | None = None
         group = MutuallyExclusiveCallbackGroup()
         self._sensor_group = MutuallyExclusiveCallbackGroup()
         self._status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        status_period = 1.0 / float(self.get_parameter("status_rate_hz").value)
-        self.create_timer(status_period, self._publish_status, callback_group=group)
-        self.create_timer(
-            1.0 / float(self.get_parameter("diagnostics_rate_hz").value),
-            self._publish_diagnostics,
-            callback_group=group,
-        )
+        for rate, publish in (
+            ("status_rate_hz", self._publish_status),
+            ("diagnostics_rate_hz", self._publish_diagnostics),
+        ):
+            self.create_timer(1.0 / float(self.get_parameter(rate).value), publish, callback_group=group)
         self.create_service(Reset, "~/reset", self._on_reset, callback_group=group)
         threshold = JumpThreshold(
             min_forward=Duration(nanoseconds=1), min_backward=Duration(nanoseconds=-1), on_clock_change=True
@@ -319,6 +318,9 @@ class VLAPolicyNode(LifecycleNode):
                 self._inputs.clear()
         try:
             out = runtime.tick(now)
+            if out.state != self._told:  # a change is said at once, before its commands
+                self._told = out.state
+                self._publish_status()
             self._publish(out)
         except Exception as exc:  # a tick never kills the loop; the runtime holds at the next one
             self.get_logger().error(f"control tick failed: {exc}", throttle_duration_sec=2.0)
