@@ -484,7 +484,9 @@ def run_offline_eval(
         Path(out).mkdir(parents=True, exist_ok=True)
         clear_previous(Path(out))
     with EpisodeBagReader(bag) as reader:
-        spec = PolicySpec(checkpoint=str(checkpoint), device=cfg.device, warmup_runs=0)
+        # the warm-up observation has the state the evaluation will send (the parameters' joints)
+        state_dim = cfg.joints.state_dim if cfg.joints is not None else PolicySpec.state_dim
+        spec = PolicySpec(checkpoint=str(checkpoint), device=cfg.device, warmup_runs=0, state_dim=state_dim)
         try:  # the runtime's one loader, with its one error style
             runner = PolicyRunner.load(spec)
         except WorkerFailure as exc:
