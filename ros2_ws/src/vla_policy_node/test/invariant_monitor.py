@@ -17,12 +17,20 @@ Invariants checked on every message, in physical units (as the node's ``SafetyFi
 - action chunks: the group's joint names and finite values (raw model output: limits are not applied);
 - no command while the node is inactive or holding (status not RUNNING), except the hold command itself:
   a forward command that repeats the previous one (or equals the measured position), or a one-point
-  trajectory. A status race is tolerated: a non-hold command counts only when the statuses received
-  before and after it both say not RUNNING.
+  trajectory. A status race is tolerated: a non-hold command counts only when the statuses sent before
+  and after it both say not RUNNING.
+
+Messages are ordered by the time the node sent them (the DDS source timestamp), not by when this
+monitor's executor took them: a starved executor takes one message per ready subscription per wake-up,
+so a backlog of statuses runs ahead of the three command topics' backlog, and arrival order would pair
+commands sent while RUNNING with a later HOLDING status. Speeds are measured in send time for the same
+reason (a backlog taken in a burst would look like a fast move).
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 import threading
 import time
@@ -35,6 +43,13 @@ RUNNING = 2
 STATE_NAMES = {0: "UNCONFIGURED", 1: "READY", 2: "RUNNING", 3: "HOLDING", 4: "FAULT"}
 MAX_KEPT = 200  # violation texts kept (all are counted)
 QUEUE = 1000  # subscription depth: a stalled monitor must not drop commands (a gap would look like a jump)
+STATUS_LOG = 1000  # statuses kept to judge commands by the status in effect when they were sent
+
+
+def sent_at(info: Mapping[str, Any]) -> float:
+    """The time (s, system clock) the publisher wrote a message, from rclpy's ``MessageInfo``."""
+    ns = int(info.get("source_timestamp") or 0)
+    return ns * 1e-9 if ns > 0 else time.time()
 
 
 class InvariantMonitor:
@@ -82,25 +97,25 @@ class InvariantMonitor:
         self.violations: list[str] = []
         self.violation_count = 0
         self._last_cmd: dict[str, list[float]] = {}
-        self._pending: list[str] = []  # non-hold commands seen while the last status was not RUNNING
-        self._last_state: int | None = None
-        self._stalled = False
+        # (sent, state, stalled) in send order; non-hold commands wait here for the status after them
+        self._status_log: list[tuple[float, int, bool]] = []
+        self._pending: list[tuple[float, str]] = []
         self._last_kind: dict[str, str] = {}  # group -> "hold" | "move" (the last command's kind)
         for group in self.group_joints:
             node.create_subscription(
                 Float64MultiArray,
                 f"/{group}_controller/commands",
-                lambda m, g=group: self._on_command(g, m),
+                functools.partial(self._on_command, group),
                 QUEUE,
             )
             node.create_subscription(
                 JointTrajectory,
                 f"/{group}_controller/joint_trajectory",
-                lambda m, g=group: self._on_trajectory(g, m),
+                functools.partial(self._on_trajectory, group),
                 QUEUE,
             )
         node.create_subscription(ActionChunk, f"/{node_name}/action_chunk", self._on_chunk, 10)
-        node.create_subscription(PolicyStatus, f"/{node_name}/status", self._on_status, 10)
+        node.create_subscription(PolicyStatus, f"/{node_name}/status", self._on_status, QUEUE)
 
     # --- bookkeeping -----------------------------------------------------------------------------
     @property
@@ -140,17 +155,36 @@ class InvariantMonitor:
     def _dist(a: Sequence[float], b: Sequence[float]) -> float:
         return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
 
-    def _not_running(self) -> bool:
-        # a control loop reported stalled (the watchdog) commands again as soon as it ticks: not a hold
-        return self._last_state is not None and self._last_state != RUNNING and not self._stalled
+    def _note_command(self, what: str, is_hold: bool, sent: float) -> None:
+        if is_hold:
+            return
+        self._pending.append((sent, what))
+        self._judge_pending()
 
-    def _note_command(self, what: str, is_hold: bool) -> None:
-        if not is_hold and self._not_running():
-            self._pending.append(f"{what} while {STATE_NAMES.get(self._last_state, self._last_state)}")
+    def _judge_pending(self) -> None:
+        """Judge each non-hold command once a status sent after it has arrived: a violation when the
+        status in effect when it was sent and the next one both say not RUNNING. (A control loop reported
+        stalled by the watchdog commands again as soon as it ticks: not a hold.)"""
+        log = self._status_log
+        if not log:
+            self._pending.clear()  # nothing said yet: the node's state is unknown, not "holding"
+            return
+        keep = []
+        for sent, what in self._pending:
+            i = bisect.bisect_right(log, sent, key=lambda e: e[0])
+            if i == len(log):
+                keep.append((sent, what))  # the status after it is not here yet
+                continue
+            if i == 0:
+                continue  # sent before the oldest status kept
+            _, state, stalled = log[i - 1]
+            if state != RUNNING and not stalled and log[i][1] != RUNNING:
+                self._violation(f"non-hold {what} while {STATE_NAMES.get(state, state)}")
+        self._pending = keep
 
     # --- callbacks -------------------------------------------------------------------------------
-    def _on_command(self, group: str, msg: Any) -> None:
-        now = time.monotonic()
+    def _on_command(self, group: str, msg: Any, info: Mapping[str, Any]) -> None:
+        now = sent_at(info)
         values = [float(v) for v in msg.data]
         with self.lock:
             self._count(f"{group}/commands")
@@ -175,7 +209,7 @@ class InvariantMonitor:
                 if step_prev is not None and step_prev > limit and (step_meas is None or step_meas > limit):
                     self._violation(f"{what}: step {step_prev:.4f} > {limit:.4f} in one control period")
                 self._check_speed(group, what, now, values)
-            self._note_command(what, is_hold)
+            self._note_command(what, is_hold, now)
             self._last_cmd[group] = values
             hist = self.commands[group]
             hist.append((now, values))
@@ -185,7 +219,7 @@ class InvariantMonitor:
             self.on_command(group, values)
 
     def _check_speed(self, group: str, what: str, now: float, values: list[float]) -> None:
-        """No faster than max_velocity over any stretch of at least ``window`` seconds of arrivals."""
+        """No faster than max_velocity over any stretch of at least ``window`` seconds of send time."""
         hist = self.commands[group]
         for t_old, old in reversed(hist):
             span = now - t_old
@@ -199,7 +233,7 @@ class InvariantMonitor:
                 self._violation(f"{what}: moved {moved:.4f} in {span:.3f} s (> {allow:.4f} at max velocity)")
             break
 
-    def _on_trajectory(self, group: str, msg: Any) -> None:
+    def _on_trajectory(self, group: str, msg: Any, info: Mapping[str, Any]) -> None:
         with self.lock:
             self._count(f"{group}/joint_trajectory")
             what = f"{group} trajectory"
@@ -235,7 +269,7 @@ class InvariantMonitor:
                             f"{what}: {kind} {step:.4f} from the measured position (> {slack:.4f})"
                         )
                 prev_t, prev_p = t, (pos if ok else None)
-            self._note_command(what, len(msg.points) == 1)
+            self._note_command(what, len(msg.points) == 1, sent_at(info))
             self.trajectories[group].append(msg)
             self.trajectory_times[group].append(time.monotonic())
             if len(self.trajectories[group]) > self.keep_history:
@@ -261,16 +295,15 @@ class InvariantMonitor:
             if len(self.chunks) > self.keep_history:
                 del self.chunks[: self.keep_history // 2]
 
-    def _on_status(self, msg: Any) -> None:
+    def _on_status(self, msg: Any, info: Mapping[str, Any]) -> None:
         with self.lock:
             self._count("status")
             state = int(msg.state)
-            if self._pending and state != RUNNING:
-                for text in self._pending:
-                    self._violation(f"non-hold {text}")
-            self._pending.clear()
-            self._last_state = state
-            self._stalled = state != RUNNING and str(msg.reason).startswith("control loop stalled")
+            stalled = state != RUNNING and str(msg.reason).startswith("control loop stalled")
+            self._status_log.append((sent_at(info), state, stalled))
+            if len(self._status_log) > STATUS_LOG:
+                del self._status_log[: STATUS_LOG // 2]
+            self._judge_pending()
             self.statuses.append(msg)
             if len(self.statuses) > self.keep_history:
                 del self.statuses[: self.keep_history // 2]
