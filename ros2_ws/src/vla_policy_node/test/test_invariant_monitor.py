@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("std_msgs.msg")
 
-from invariant_monitor import RUNNING, InvariantMonitor  # noqa: E402
-from std_msgs.msg import Float64MultiArray  # noqa: E402
-from vla_msgs.msg import PolicyStatus  # noqa: E402
+from invariant_monitor import RUNNING, InvariantMonitor
+from std_msgs.msg import Float64MultiArray
+from vla_msgs.msg import PolicyStatus
 
 HOLDING = 3
 

@@ -7,7 +7,8 @@ against a bare rclpy timer in a process of its own (the baseline), measured in t
 For each variant ``WORKER:PRIORITY`` (worker ``process``: the model in its own process, the default;
 ``thread``: the model in the node's process, sharing its GIL; PRIORITY: the node's
 ``control_thread_priority``, 0 = normal scheduling), the node runs for ``--duration`` seconds while a
-baseline process (normal priority) ticks a bare rclpy timer at the same rate; ``--hog N`` keeps N busy
+baseline process (normal priority) ticks a bare rclpy timer at the same rate, and a third process publishes
+the synthetic cameras, joint states and instruction (as a robot's drivers do); ``--hog N`` keeps N busy
 processes beside them. Reports
 |interval - period| p50/p99/max (ms), deadline misses (an interval longer than 1.5 periods), the worst gap,
 the inference latency and chunk count, and the ratios node / baseline. Without --checkpoint a random tiny
@@ -97,39 +98,20 @@ def baseline(duration: float, rate: float) -> list[float]:
     return intervals
 
 
-def run_node(
-    checkpoint: Path, duration: float, rate: float, torch_threads: int, worker: str, priority: int
-) -> dict[str, Any]:
-    """The node (in this process) with synthetic inputs, inference all the time, and a baseline process."""
+def sensors() -> None:
+    """Synthetic drivers until SIGINT (run as their own process: ``--sensors``): three 64x64 cameras at
+    15 Hz, the joint states at 50 Hz, the instruction latched."""
     import rclpy
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
+    from rclpy.executors import ExternalShutdownException
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
-    from vla_policy_node.node import VLAPolicyNode
-    from vla_policy_node.realtime import schedule_process_threads
-
     rclpy.init()
+    side = rclpy.create_node("bench_inputs")
     names = [f"left_joint_{i}" for i in range(6)] + [f"right_joint_{i}" for i in range(6)]
     names += ["left_gripper", "right_gripper"]
-    overrides = {
-        "checkpoint": str(checkpoint),
-        "control_rate_hz": float(rate),
-        "output_mode": "forward",
-        "refill_threshold": 0.99,  # ask for the next chunk at once: inference runs all the time
-        "torch_threads": torch_threads,
-        "inference_worker": worker,
-        "control_thread_priority": priority,
-        "cameras.topics": [f"/bench/{c}" for c in CAMERAS],
-        "max_image_age": 1.0,
-        "max_state_age": 1.0,
-    }
-    node = VLAPolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    schedule_process_threads()  # as the node's main() does
-    side = rclpy.create_node("bench_inputs")
     cam_pubs = [side.create_publisher(Image, f"/bench/{c}", qos_profile_sensor_data) for c in CAMERAS]
     joint_pub = side.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
     latched = QoSProfile(
@@ -150,13 +132,51 @@ def run_node(
         msg.header.stamp = side.get_clock().now().to_msg()
         joint_pub.publish(msg)
 
-    sensors = MutuallyExclusiveCallbackGroup()
-    side.create_timer(1.0 / 15.0, _cameras, callback_group=sensors)
-    side.create_timer(1.0 / 50.0, _joints, callback_group=sensors)
+    group = MutuallyExclusiveCallbackGroup()
+    side.create_timer(1.0 / 15.0, _cameras, callback_group=group)
+    side.create_timer(1.0 / 50.0, _joints, callback_group=group)
     instr_pub.publish(String(data="pick up the red cube"))
+    with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+        rclpy.spin(side)
+    side.destroy_node()
+    rclpy.try_shutdown()
+
+
+def run_node(
+    checkpoint: Path, duration: float, rate: float, torch_threads: int, worker: str, priority: int
+) -> dict[str, Any]:
+    """The node (in this process) with synthetic inputs, inference all the time, and a baseline process."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from vla_policy_node.node import VLAPolicyNode
+    from vla_policy_node.realtime import schedule_process_threads
+
+    rclpy.init()
+    overrides = {
+        "checkpoint": str(checkpoint),
+        "control_rate_hz": float(rate),
+        "output_mode": "forward",
+        "refill_threshold": 0.99,  # ask for the next chunk at once: inference runs all the time
+        "torch_threads": torch_threads,
+        "inference_worker": worker,
+        "control_thread_priority": priority,
+        "cameras.topics": [f"/bench/{c}" for c in CAMERAS],
+        "max_image_age": 1.0,
+        "max_state_age": 1.0,
+    }
+    node = VLAPolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    schedule_process_threads()  # as the node's main() does
+    drivers_log = tempfile.TemporaryDirectory(prefix="bench_sensors_")
+    # the sensors publish from a process of their own, as a robot's camera and joint drivers do
+    drivers = ChildProcess(
+        [sys.executable, "-m", "vla_policy_node.bench_control", "--sensors"],
+        log_path=Path(drivers_log.name) / "sensors.log",
+        preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)),
+    )
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-    executor.add_node(side)
     threading.Thread(target=executor.spin, daemon=True).start()
     node.trigger_configure()
     runtime = node._runtime
@@ -196,9 +216,10 @@ def run_node(
         base_intervals = json.loads(out.read_text())["intervals"]
     node.trigger_deactivate()
     node._free("benchmark done")
+    drivers.stop()
+    drivers_log.cleanup()
     executor.shutdown()
     node.destroy_node()
-    side.destroy_node()
     rclpy.try_shutdown()
     period = 1.0 / rate
     lat = np.asarray(latencies, dtype=np.float64)
@@ -232,8 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hog", type=int, default=0, help="busy processes beside the run (load)")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sensors", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="", help=argparse.SUPPRESS)
     args, _ros_args = parser.parse_known_args(argv)
+    if args.sensors:  # the synthetic drivers' own process
+        sensors()
+        return
     if args.baseline:  # the baseline's own process
         assert args.json is not None
         args.json.write_text(json.dumps({"intervals": baseline(args.duration, args.rate)}))
