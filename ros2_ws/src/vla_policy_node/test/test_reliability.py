@@ -497,6 +497,23 @@ def _counts(h: Harness) -> dict[str, int]:
         return {g: len(h.trajectories[g]) for g in GROUP_JOINTS}
 
 
+def _counts_while_moving(h: Harness, timeout: float = 30.0) -> dict[str, int]:
+    """The trajectory counts, taken when every group's latest trajectory is a move, not a hold. A hold
+    episode sends its trajectory once, so a scenario that expects a hold must start from a moving node:
+    on a loaded machine a brief stale-input hold can still be running when the scenario begins."""
+    found: dict[str, int] = {}
+
+    def _moving() -> bool:
+        with h.lock:
+            if all(h.trajectories[g] and len(h.trajectories[g][-1].points) > 1 for g in GROUP_JOINTS):
+                found.update(_counts(h))
+                return True
+        return False
+
+    assert h.wait_for(_moving, timeout), f"the node is not moving; last: {h.latest_status()}"
+    return found
+
+
 def _chunks_after(h: Harness, n: int) -> bool:
     return h.count_chunks() > n
 
@@ -544,7 +561,7 @@ class TestTrajectorySafety:
         distance from the measured position against max_velocity), not at an internal value."""
         proc, h, _ = system
         with REPORT.scenario(f"trajectory_hold_joint_{mode}", h.monitor, what) as notes:
-            n0 = _counts(h)
+            n0 = _counts_while_moving(h)
             h.inputs.joint_mode = mode
             try:
                 notes.append(_holds_with(h, "joint state"))
@@ -621,7 +638,7 @@ class TestTrajectorySafety:
         proc, h, _ = system
         with REPORT.scenario("worker_sigkill", h.monitor, "SIGKILL to the inference worker process") as notes:
             pid = _worker_pid(h)
-            n0 = _counts(h)
+            n0 = _counts_while_moving(h)
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             fault = h.wait_status(lambda s: s.state == FAULT and "SIGKILL" in s.reason, 20.0)
