@@ -401,3 +401,33 @@ def test_play_bag_written_by_rosbag2(ros_env, spawn, storage):
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
+
+
+def test_a_sim_time_recorder_finds_a_publisher_that_appears_before_any_clock(tmp_path, ros_env):
+    """`vla-bag replay-eval` and `make demo` start the recorder with use_sim_time before anything publishes
+    /clock (the player starts once the recorder has subscribed): discovery must not wait for sim time."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+    from vla_policy_node.bag_recorder import BagRecorder
+
+    rclpy.init()
+    try:
+        node = rclpy.create_node("rec_sim_time", parameter_overrides=[Parameter("use_sim_time", value=True)])
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        rec = BagRecorder(node, tmp_path / "rec", topics=["/late_test/chatter"], log=lambda s: None)
+        assert rec.subscribed == ()  # the first discovery ran before the publisher existed
+        pub_node = rclpy.create_node("late_pub")
+        pub_node.create_publisher(String, "/late_test/chatter", 10)
+        deadline = time.monotonic() + 60
+        while "/late_test/chatter" not in rec.subscribed:
+            assert time.monotonic() < deadline, "the recorder never discovered the publisher"
+            executor.spin_once(timeout_sec=0.05)
+        rec.close()
+        executor.shutdown()
+        node.destroy_node()
+        pub_node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -136,7 +136,13 @@ class BagRecorder:
         self._close_s = 0.0
         self._thread = threading.Thread(target=self._write_loop, name="bag-writer", daemon=True)
         self._thread.start()
-        self._timer = node.create_timer(discovery_period, self.discover)
+        # discovery runs on the steady clock: under use_sim_time a timer on the node's clock waits for
+        # /clock, which a player starts only once the recorder has subscribed (a deadlock whenever the
+        # first discovery ran before DDS had seen the publishers, as on a loaded machine)
+        from rclpy.clock import Clock, ClockType
+
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timer = node.create_timer(discovery_period, self.discover, clock=steady)
         self.discover()
 
     @property
