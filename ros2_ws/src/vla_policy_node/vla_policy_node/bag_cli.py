@@ -177,6 +177,8 @@ def cmd_play(args: argparse.Namespace) -> int:
     )
     if not (args.rate > 0):
         raise CLIError(f"--rate must be > 0, got {args.rate}")
+    if not Path(args.bag).exists():  # before DDS starts: its own start-up errors would add lines
+        raise CLIError(f"bag {args.bag} does not exist")
     stop = threading.Event()
     _install_stop(stop)
     _init_ros()
