@@ -145,7 +145,7 @@ def sensors() -> None:
 def run_node(
     checkpoint: Path, duration: float, rate: float, torch_threads: int, worker: str, priority: int
 ) -> dict[str, Any]:
-    """The node (in this process) with synthetic inputs, inference all the time, and a baseline process."""
+    """The node (in this process) fed by a drivers process, inference all the time, a baseline process."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
