@@ -178,7 +178,7 @@ class _BaseSim:
         self.step_times: list[float] = []
         self.render_times: list[float] = []
         self.last_obs: dict = {}
-        self._cameras: dict[str, Any] = {}
+        self._cameras: dict[tuple[str, int, int], Any] = {}
 
     @property
     def time(self) -> float:
@@ -231,13 +231,21 @@ class _BaseSim:
         self.render_times.append(time.perf_counter() - t0)
         return out
 
-    def _camera(self, name: str) -> Any:
-        """One dm_control Camera per camera, kept: ``physics.render`` builds a new scene on every call."""
-        cam = self._cameras.get(name)
+    def render_view(self, camera: str, height: int, width: int) -> np.ndarray:
+        """uint8 [height, width, 3] RGB of one camera at a size of its own (a view for people, e.g. a
+        video, apart from what the policy sees)."""
+        check_cameras([camera])
+        return np.ascontiguousarray(self._camera(camera, int(height), int(width)).render())
+
+    def _camera(self, name: str, height: int | None = None, width: int | None = None) -> Any:
+        """One dm_control Camera per camera and size, kept: ``physics.render`` builds a new scene on every
+        call."""
+        size = (height or self.height, width or self.width)
+        cam = self._cameras.get((name, *size))
         if cam is None:
             from dm_control.mujoco import Camera
 
-            cam = self._cameras[name] = Camera(self.physics, self.height, self.width, camera_id=name)
+            cam = self._cameras[(name, *size)] = Camera(self.physics, *size, camera_id=name)
         return cam
 
     def close(self) -> None:

@@ -138,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise-seed", type=int, default=None, help="lockstep: the node's noise seed (default --seed)"
     )
     p.add_argument("--timeout", type=float, default=600.0, help="wall seconds for the whole evaluation")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the node's PolicyRuntime and the sim in this process (lock-step, no DDS): the same "
+        "control logic, many times faster",
+    )
+    p.add_argument("--torch-threads", type=int, default=1, help="--in-process: torch threads (fixed)")
+    p.add_argument(
+        "--videos", type=int, default=1, help="--in-process: gifs of the first N episodes (angle camera)"
+    )
     p.set_defaults(func=cmd_eval)
     return parser
 

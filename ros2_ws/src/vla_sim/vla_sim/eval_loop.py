@@ -5,9 +5,11 @@ node runs with ``use_sim_time`` and config/aloha.yaml (groups, cameras: sim 'top
 In ``lockstep`` mode (the default) the node runs with ``lockstep:=true`` and a fixed noise seed, the sim
 waits for its ``~/tick`` and resets it before each episode: the same command gives the same episodes,
 whatever the inference time (see sim_node.py).
-Reports: ``eval.json``, ``eval.md`` (success rate, time to success, the node's inference latency from
-its ``~/action_chunk`` messages), ``eval.png`` (per-episode max reward) and a gif of the first episode
-under ``video/``.
+``--in-process`` runs the node's ``PolicyRuntime`` and the sim in this process instead (inprocess_loop.py:
+the same control logic in lock-step, without DDS and processes, sim time restarting in every episode).
+Reports: ``eval.json``, ``eval.md`` (success rate with its 95 % Wilson interval, touched / lifted counts,
+time to success, smoothness against the scripted demonstrations on the same seeds, the inference
+latency, episodes per minute), ``eval.png`` (per-episode max reward) and gifs under ``video/``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any
 from vla_policy.stamps import to_seconds
 from vla_policy_node.child_process import ChildProcess
 
-from vla_sim.aloha_env import DT, EPISODE_STEPS
+from vla_sim.aloha_env import DT, EPISODE_STEPS, SimError
+from vla_sim.eval_metrics import LIFTED_REWARD, TOUCHED_REWARD, demonstration_jerk, wilson_interval
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "aloha.yaml"
 NODE = "vla_policy_node"
@@ -98,9 +101,61 @@ def _node_cmd(checkpoint: str, output_mode: str, blending: str, lockstep: bool, 
     ]
 
 
+def eval_in_process(args: Any, out: Path) -> tuple[list[dict], list[float]]:
+    """``--in-process``: the episodes through ``InProcessLoop`` (the node's PolicyRuntime, lock-step, no
+    DDS); a video of the first ``--videos`` episodes from the ``angle`` camera at 240x320."""
+    import torch
+    from vla_policy.runtime.inference import WorkerFailure
+
+    from vla_sim.inprocess_loop import InProcessLoop, LoopConfig, VideoSpec
+    from vla_sim.sim_node import write_video
+
+    torch.set_num_threads(args.torch_threads)  # a fixed count: the same kernels, the same episodes
+    steps = round(args.episode_seconds / DT) if args.episode_seconds else 0
+    cfg = LoopConfig(
+        blending=args.blending,
+        output_mode=args.output_mode,
+        noise_seed=args.seed if args.noise_seed is None else args.noise_seed,
+        episode_steps=steps,
+        height=args.height,
+        width=args.width,
+        task=args.task,
+    )
+    try:
+        loop = InProcessLoop(args.checkpoint, cfg)
+    except (WorkerFailure, ValueError) as exc:
+        raise SimError(str(exc)) from exc
+    eps: list[dict] = []
+    latencies: list[float] = []
+    try:
+        for i in range(args.episodes):
+            video = VideoSpec() if i < args.videos else None
+            ep = loop.run_episode(args.seed + i, video=video)
+            latencies += ep.pop("inference_latencies")
+            frames = ep.pop("frames")
+            if frames:
+                (out / "video").mkdir(exist_ok=True)
+                write_video(out / "video" / f"episode_{i:03d}.gif", frames)
+            eps.append({"episode": i, **ep})
+            sys.stderr.write(
+                f"vla-sim eval: episode {i + 1}/{args.episodes} seed {ep['seed']}: "
+                f"{'success at ' + str(ep['time_to_success']) + ' s' if ep['success'] else 'no success'}"
+                f" (max reward {ep['max_reward']:g})\n"
+            )
+    finally:
+        loop.close()
+    return eps, latencies
+
+
 def eval_main(args: Any) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.in_process:
+        t0 = time.perf_counter()
+        eps, latencies = eval_in_process(args, out)
+        report = summarize(args, eps, time.perf_counter() - t0, False, 0, out, latencies)
+        sys.stdout.write(json.dumps({k: v for k, v in report.items() if k != "episodes"}) + "\n")
+        return 0 if eps else 1
     results = out / "episodes.jsonl"
     results.unlink(missing_ok=True)
     steps = round(args.episode_seconds / DT) if args.episode_seconds else EPISODE_STEPS[args.task]
@@ -147,21 +202,33 @@ def summarize(
 
     succ = [e for e in eps if e["success"]]
     tts = [e["time_to_success"] for e in succ if e["time_to_success"] is not None]
-    sim_status = _last_status(out / "sim.log")
+    sim_status = "" if args.in_process else _last_status(out / "sim.log")
+    low, high = wilson_interval(len(succ), len(eps))
+    jerks = [e["jerk_mean_abs"] for e in eps if e.get("jerk_mean_abs") is not None]
+    policy_jerk = float(np.mean(jerks)) if jerks else None
+    demo_jerk = demonstration_jerk(args.task, [e["seed"] for e in eps]) if eps else None
     report = {
         "task": args.task,
         "checkpoint": str(args.checkpoint),
-        "mode": args.mode,
+        "mode": "in-process lockstep" if args.in_process else args.mode,
         "blending": args.blending,
         "output_mode": args.output_mode,
+        "seeds": [e["seed"] for e in eps],
         "n_episodes": len(eps),
         "successes": len(succ),
         "success_rate": len(succ) / len(eps) if eps else 0.0,
+        "success_rate_wilson95": [round(low, 4), round(high, 4)],
+        "touched": sum(e["max_reward"] >= TOUCHED_REWARD for e in eps),
+        "lifted": sum(e["max_reward"] >= LIFTED_REWARD for e in eps),
         "time_to_success_s_median": float(np.median(tts)) if tts else None,
+        "jerk_mean_abs": policy_jerk,
+        "demonstration_jerk_mean_abs": demo_jerk,
+        "jerk_ratio": policy_jerk / demo_jerk if policy_jerk is not None and demo_jerk else None,
         "accepted_commands": sum(e["accepted_commands"] for e in eps),
         "rejected_commands": sum(e["rejected_commands"] for e in eps),
         "inference_latency": latency,
         "wall_s": round(wall, 2),
+        "episodes_per_minute": round(60.0 * len(eps) / wall, 2) if wall > 0 else None,
         "timed_out": timed_out,
         "node_exit_code": node_rc,
         "sim_status": sim_status,
@@ -171,10 +238,14 @@ def summarize(
     lines = [
         f"# Closed-loop evaluation: {args.task}",
         "",
-        f"- checkpoint: `{args.checkpoint}`, mode {args.mode}, blending {args.blending}, "
+        f"- checkpoint: `{args.checkpoint}`, mode {report['mode']}, blending {args.blending}, "
         f"output {args.output_mode}",
-        f"- success rate: {report['success_rate']:.2f} ({len(succ)}/{len(eps)})",
+        f"- success rate: {report['success_rate']:.2f} ({len(succ)}/{len(eps)}; 95 % Wilson interval "
+        f"{low:.2f}-{high:.2f}); touched the cube {report['touched']}, lifted it {report['lifted']}",
         f"- time to success (median): {report['time_to_success_s_median']}",
+        f"- smoothness: mean |jerk| of the targets {_fmt(policy_jerk)}, the scripted demonstrations' "
+        f"{_fmt(demo_jerk)} on the same seeds (ratio {_fmt(report['jerk_ratio'])})",
+        f"- episodes per minute: {report['episodes_per_minute']}",
         f"- commands accepted/rejected: {report['accepted_commands']}/{report['rejected_commands']}",
         f"- inference latency (wall clock, {latency['reps']} chunks): median {latency['median_ms']} ms, "
         f"p99 {latency['p99_ms']} ms, max {latency['max_ms']} ms",
@@ -204,6 +275,10 @@ def summarize(
     except Exception as exc:  # plots are optional
         report["plot_error"] = str(exc)
     return report
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _last_status(log: Path) -> str:

@@ -36,6 +36,7 @@ from vla_policy.stamps import sec_nanosec, to_seconds
 from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim
 from vla_sim.commands import CommandArbiter
 from vla_sim.demos import GROUP_INDICES, parse_camera_map
+from vla_sim.eval_metrics import jerk_mean_abs
 
 SIM_T0 = 1.0  # sim time of the first step (a zero stamp means "unset" to the node)
 GROUPS: dict[str, list[str]] = {g: [JOINT_NAMES[i] for i in idx] for g, idx in GROUP_INDICES.items()}
@@ -104,6 +105,7 @@ class SimServer:
         self._last_obs: list[tuple[Any, Any]] = []
         self.episode_index = -1
         self.frames: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []  # the episode's 14-D targets, one per step (smoothness)
         self.step_wall: list[float] = []
         self.tick_wall: list[float] = []
         self.latencies: list[float] = []
@@ -213,6 +215,7 @@ class SimServer:
             "rejected_commands": self.arbiter.rejected,
             "accepted_commands": self.arbiter.accepted,
             "final_qpos": [float(x) for x in s.qpos()],  # exact: two lock-step runs compare equal
+            "jerk_mean_abs": jerk_mean_abs(np.asarray(self.targets)),  # of the targets the robot got
         }
         self.episode_pub.publish(self._String(data=json.dumps(result)))
         self.node.get_logger().info(f"episode done: {json.dumps(result)}")
@@ -223,6 +226,7 @@ class SimServer:
             self.video_dir.mkdir(parents=True, exist_ok=True)
             write_video(self.video_dir / f"episode_{self.episode_index:03d}.gif", self.frames)
         self.frames = []
+        self.targets = []
 
     def _start_episode(self) -> None:
         self.episode_index += 1
@@ -372,6 +376,7 @@ class SimServer:
                 log.warning(e)
             t0 = time.perf_counter()
             res = self.sim.step(action)
+            self.targets.append(action)
             self.step_wall.append(time.perf_counter() - t0)
             self.tick_wall.append(time.perf_counter())
             self.total_steps += 1

@@ -124,9 +124,27 @@ class BackboneConfig:
     projector_layers: int = 2  # eagle: 2 = LayerNorm, Linear, GELU, Linear; 1 = Linear
     prompt: str = "plain"  # "plain": [BOS] <image> x N text; "chat": the checkpoint's chat template
     image_preprocessing: str = "bilinear"  # "eagle": bicubic antialiased uint8 resize, as Eagle's processor
+    # (camera, top, left, height, width): the camera's frame is cut to this box (fractions of its height
+    # and width) before the resize, so that a small workspace gets the model's pixels; others stay whole
+    crops: tuple[tuple[str, float, float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         require(len(self.cameras) >= 1, "backbone.cameras must name at least one camera")
+        for crop in self.crops:
+            require(
+                len(crop) == 5 and crop[0] in self.cameras,
+                f"backbone.crops: each crop is [camera, top, left, height, width] with a camera of "
+                f"{list(self.cameras)}, got {list(crop)}",
+            )
+            _, top, left, height, width = crop
+            require(
+                0 <= top < 1 and 0 <= left < 1 and 0 < height <= 1 - top and 0 < width <= 1 - left,
+                f"backbone.crops: the box of {crop[0]} must lie inside the frame (fractions), "
+                f"got {list(crop)}",
+            )
+        require(
+            len({c[0] for c in self.crops}) == len(self.crops), "backbone.crops: one crop per camera at most"
+        )
         require(
             len(set(self.cameras)) == len(self.cameras), f"backbone.cameras has duplicates: {self.cameras}"
         )

@@ -291,12 +291,17 @@ def groot_n15_cogvla() -> ModelConfig:
 def tiny_aloha() -> ModelConfig:
     """``tiny`` trained from scratch on the ALOHA simulation (models/tiny-aloha-transfer-cube): every part
     trainable, since a random frozen vision encoder cannot learn where the cube is. The seed's
-    architecture (split decoder, 16 actions), as the shipped policy was trained."""
+    architecture (split decoder, 16 actions), as the shipped policy was trained. The head camera (the
+    sim's ``top``) is cut to the table, the middle half of its width and two thirds of its height: a
+    96x128 frame then reaches the 64x64 input at its own resolution, not shrunk, and the cube covers
+    about 3x3 pixels instead of 1.5."""
     base = tiny_seed()
     return dataclasses.replace(
         base,
         name="tiny-aloha",
-        backbone=dataclasses.replace(base.backbone, tune_visual=True, tune_llm=True),
+        backbone=dataclasses.replace(
+            base.backbone, tune_visual=True, tune_llm=True, crops=(("head", 1 / 6, 0.25, 2 / 3, 0.5),)
+        ),
     )
 
 

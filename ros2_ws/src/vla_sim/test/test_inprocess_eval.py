@@ -1,0 +1,82 @@
+"""``vla-sim eval --in-process``: the node's PolicyRuntime and the sim in one process, lock-step."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sim_harness import PKG, need_sim
+
+pytestmark = need_sim
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny-aloha checkpoint: what the loop does is under test, not how well the policy does."""
+    from vla_policy.model.policy import VLAPolicy
+    from vla_policy.model.presets import get_preset
+
+    out = tmp_path_factory.mktemp("ck") / "tiny-aloha"
+    VLAPolicy(get_preset("tiny-aloha"), seed=0).save(out, random_init=True)
+    return out
+
+
+def _loop(checkpoint: Path, **kw):
+    from vla_sim.inprocess_loop import InProcessLoop, LoopConfig
+
+    return InProcessLoop(checkpoint, LoopConfig(episode_steps=30, height=48, width=64, **kw))
+
+
+def test_an_episode_does_not_depend_on_its_place_in_the_run(checkpoint: Path) -> None:
+    loop = _loop(checkpoint)
+    try:
+        alone = loop.run_episode(7)
+        loop.run_episode(3)
+        after = loop.run_episode(7)
+    finally:
+        loop.close()
+    assert alone["accepted_commands"] > 0, "the runtime sent the sim nothing"
+    assert alone["final_qpos"] == after["final_qpos"]
+
+
+def test_commands_pass_the_node_safety_filter(checkpoint: Path) -> None:
+    """The runtime's velocity limit holds in the loop: no target moves faster than max_velocity."""
+    loop = _loop(checkpoint, output_mode="forward")
+    try:
+        limit = loop.runtime.safety.config.max_velocity[0]
+        steps: list[np.ndarray] = []
+        loop.run_episode(11, on_step=lambda k, target, res, images: steps.append(target) or True)
+    finally:
+        loop.close()
+    speed = np.abs(np.diff(np.asarray(steps), axis=0)) / 0.02
+    arms = np.r_[0:6, 7:13]  # the grippers are normalised units with limits of their own
+    assert speed[:, arms].max() <= limit * (1 + 1e-6)
+
+
+def test_cli_reports_success_interval_smoothness_and_videos(checkpoint: Path, tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "vla_sim.cli", "eval", "--in-process", "--checkpoint", str(checkpoint),
+        "--task", "transfer_cube", "--episodes", "2", "--seed", "1000", "--episode-seconds", "0.6",
+        "--height", "48", "--width", "64", "--videos", "2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PKG)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((tmp_path / "eval.json").read_text())
+    assert rep["seeds"] == [1000, 1001] and rep["n_episodes"] == 2
+    low, high = rep["success_rate_wilson95"]
+    assert 0.0 <= low <= rep["success_rate"] <= high <= 1.0
+    assert rep["jerk_mean_abs"] > 0 and rep["demonstration_jerk_mean_abs"] > 0
+    assert rep["episodes_per_minute"] > 0 and rep["inference_latency"]["reps"] >= 2
+    assert sorted(p.name for p in (tmp_path / "video").iterdir()) == ["episode_000.gif", "episode_001.gif"]
+
+
+def test_cli_refuses_a_missing_checkpoint_in_one_line(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "vla_sim.cli", "eval", "--in-process", "--checkpoint", str(tmp_path / "nope"),
+        "--task", "transfer_cube", "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=PKG)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr, r.stderr
