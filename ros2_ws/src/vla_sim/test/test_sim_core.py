@@ -7,7 +7,8 @@ import pytest
 from sim_harness import need_sim
 from vla_sim.aloha_env import JOINT_NAMES, SimError
 from vla_sim.commands import CommandArbiter
-from vla_sim.demos import GROUP_INDICES, parse_camera_map, split_groups
+from vla_sim.demos import parse_camera_map
+from vla_sim.episode_recorder import GROUP_INDICES, split_groups
 
 GROUPS = {g: [JOINT_NAMES[i] for i in idx] for g, idx in GROUP_INDICES.items()}
 

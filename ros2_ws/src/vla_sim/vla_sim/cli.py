@@ -1,4 +1,5 @@
-"""``vla-sim``: demos | expert | serve | eval (the ALOHA simulation, scripted demos, closed-loop eval)."""
+"""``vla-sim``: demos | dagger | expert | serve | eval (the ALOHA simulation, scripted demonstrations,
+DAgger rounds, closed-loop evaluation)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(args)
 
 
+def cmd_dagger(args: argparse.Namespace) -> int:
+    import torch
+    from vla_policy.runtime.inference import WorkerFailure
+
+    from vla_sim.aloha_env import SimError
+    from vla_sim.dagger import record_dagger
+    from vla_sim.inprocess_loop import LoopConfig
+
+    torch.set_num_threads(args.torch_threads)
+    cfg = LoopConfig(blending=args.blending, height=args.height, width=args.width, task=args.task)
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    try:
+        summary = record_dagger(args.checkpoint, seeds, args.out, cfg, args.storage)
+    except (WorkerFailure, ValueError) as exc:
+        raise SimError(str(exc)) from exc
+    print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--height", type=int, default=240, help="camera image height")
@@ -74,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed (one seed per attempt)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.set_defaults(func=cmd_demos)
+
+    p = sub.add_parser(
+        "dagger", help="the policy drives, the scripted expert labels: episode bags for a DAgger round"
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--task", choices=("transfer_cube",), default="transfer_cube")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, required=True, help="first seed (+1 per episode); not an eval seed")
+    p.add_argument("--out", required=True)
+    p.add_argument("--height", type=int, default=96, help="camera image height (as the demonstrations)")
+    p.add_argument("--width", type=int, default=128, help="camera image width (as the demonstrations)")
+    p.add_argument("--blending", choices=BLENDING_MODES, default="none")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--torch-threads", type=int, default=1)
+    p.set_defaults(func=cmd_dagger)
 
     p = sub.add_parser("expert", help="scripted expert success rate over seeds (no rendering)")
     p.add_argument("--task", choices=TASKS, action="append", help="repeatable; default: all tasks")

@@ -7,8 +7,8 @@ inference to completion (an ``InlineWorker``: latency 0 in sim time), and what i
 or a forward command) goes to the sim's ``CommandArbiter``, which interpolates a trajectory from its
 current target as ``vla-sim serve`` does. Then one physics step. What differs from ``vla-sim eval`` is
 only the transport (no DDS, no processes) and that cameras are rendered only at ticks that will run an
-inference (the physics does not depend on rendering; ``render_every_step`` renders them all, for
-recording): an 8 s episode costs ~20 renders and inferences instead of 400.
+inference (the physics does not depend on rendering; with recording hooks, at every step): an 8 s
+episode costs ~20 renders and inferences instead of 400.
 
 Sim time restarts at ``SIM_T0`` in every episode and the runtime is reset, so an episode's outcome
 depends on its seed (and the noise seed) alone, not on its place in a run.
@@ -27,7 +27,8 @@ import numpy as np
 
 from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim, StepResult
 from vla_sim.commands import CommandArbiter
-from vla_sim.demos import DEFAULT_CAMERA_MAP, GROUP_INDICES
+from vla_sim.demos import DEFAULT_CAMERA_MAP
+from vla_sim.episode_recorder import GROUP_INDICES
 from vla_sim.eval_metrics import jerk_mean_abs
 
 logger = logging.getLogger(__name__)
@@ -148,12 +149,13 @@ class InProcessLoop:
         self,
         seed: int,
         on_step: Callable[[int, np.ndarray, StepResult, dict[str, np.ndarray]], bool] | None = None,
-        render_every_step: bool = False,
+        on_reset: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
         video: VideoSpec | None = None,
     ) -> dict[str, Any]:
         """One episode from ``seed``, as ``vla-sim serve`` reports it (plus the inference latencies and
-        the frames of ``video``). ``on_step(k, target, result, images)`` after each physics step (images
-        rendered after it when ``render_every_step``); it returns False to end the episode."""
+        the frames of ``video``). With hooks (recording) the cameras are rendered at every step:
+        ``on_reset(qpos, images)`` once, ``on_step(k, target, result, images)`` after each physics step;
+        it returns False to end the episode."""
         cfg = self.cfg
         steps = cfg.episode_steps or EPISODE_STEPS[cfg.task]
         rt = self.runtime
@@ -166,7 +168,10 @@ class InProcessLoop:
         self._now = SIM_T0
         rt.observe_instruction(self.instruction)
         rt.activate(SIM_T0)
+        render_every_step = on_step is not None or on_reset is not None
         images = self.sim.render() if render_every_step else None
+        if on_reset is not None:
+            on_reset(qpos, images or {})
         targets: list[np.ndarray] = []
         latencies: list[float] = []
         frames: list[np.ndarray] = []

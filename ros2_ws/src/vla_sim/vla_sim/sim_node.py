@@ -35,7 +35,8 @@ from vla_policy.stamps import sec_nanosec, to_seconds
 
 from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim
 from vla_sim.commands import CommandArbiter
-from vla_sim.demos import GROUP_INDICES, parse_camera_map
+from vla_sim.demos import parse_camera_map
+from vla_sim.episode_recorder import GROUP_INDICES
 from vla_sim.eval_metrics import jerk_mean_abs
 
 SIM_T0 = 1.0  # sim time of the first step (a zero stamp means "unset" to the node)

@@ -197,6 +197,9 @@ class TrainConfig:
     """LoRA alpha"""
     lora_targets: Annotated[tuple[str, ...], comma_list("llm,dit")] = LORA_TARGETS
     """LoRA targets, among llm and dit"""
+    keep_statistics: bool = False
+    """with --init-from: keep the checkpoint's normalisation instead of computing it from --data (a
+    fine-tuning round, e.g. DAgger, on data whose ranges differ a little)"""
     # None: the preset's flag (--preset), GR00T's fine-tuning default (--init-from), the run's (--resume)
     tune_visual: tyro.conf.DisallowNone[bool | None] = None
     """train SigLIP and the projector mlp1 (unset: off with --init-from, the preset's with --preset)"""
@@ -678,7 +681,7 @@ def _train(
     h = policy.config.action_head
     if train_eps[0].joints.state_dim > h.max_state_dim:
         raise TrainError(f"{train_eps[0].joints.state_dim} joints > max_state_dim {h.max_state_dim}")
-    if state is None:
+    if state is None and not (cfg.keep_statistics and checkpoint is not None):
         stats = compute_statistics(train_eps)
         policy.normalizer = Normalizer(stats, policy.config.normalization)
     train_ds, val_ds = WindowDataset(train_eps), WindowDataset(val_eps)
