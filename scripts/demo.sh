@@ -8,9 +8,9 @@
 #   3. offline evaluation in simulated time (deterministic report);
 #   4. replay evaluation: `vla-bag play --clock` -> vla_policy_node (use_sim_time) -> recorder -> report;
 #   5. a closed loop: the simulation and the node as separate processes (deterministic lock-step), with a
-#      gif per episode and the success count. With the shipped policy: full episodes on the first three
-#      evaluation seeds of its model card (1000-1002, fixed before training, not picked by outcome; the
-#      policy solves few seeds, see its model card); with a random checkpoint: one 2 s episode.
+#      gif per episode (a 240x320 view for people, apart from the policy's 96x128 cameras) and the success
+#      count. With the shipped policy: full episodes on the first three evaluation seeds of its model card
+#      (1000-1002, fixed before training, not picked by outcome); with a random checkpoint: one 2 s episode.
 #
 # Expects the environment of scripts/env.sh (the Makefile sources it). DEMO_OUT overrides the output folder.
 set -euo pipefail
@@ -44,7 +44,7 @@ vla-bag replay-eval --bag "$episode" --checkpoint "$checkpoint" --params "$param
 
 echo "demo: closed loop in the simulation (sim and node as separate processes)"
 if [[ -n "$shipped" ]]; then
-    loop=(--episodes 3 --seed 1000 --noise-seed 1000)  # fixed seeds: nothing picked after the fact
+    loop=(--episodes 3 --seed 1000 --noise-seed 1000 --videos 3)  # fixed seeds: nothing picked after the fact
 else
     loop=(--episodes 1 --episode-seconds 2)
 fi

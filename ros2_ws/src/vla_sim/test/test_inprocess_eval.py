@@ -55,6 +55,31 @@ def test_commands_pass_the_node_safety_filter(checkpoint: Path) -> None:
     assert speed[:, arms].max() <= limit * (1 + 1e-6)
 
 
+def _cli_episode(checkpoint: Path, out: Path) -> dict:
+    cmd = [
+        sys.executable, "-m", "vla_sim.cli", "eval", "--in-process", "--checkpoint", str(checkpoint),
+        "--task", "transfer_cube", "--episodes", "1", "--seed", "1003", "--episode-seconds", "0.6",
+        "--height", "48", "--width", "64", "--videos", "0", "--out", str(out),
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PKG)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads((out / "eval.json").read_text())["episodes"][0]
+
+
+def test_the_same_command_gives_the_same_episode_with_a_cpu_hog_beside_it(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    idle = _cli_episode(checkpoint, tmp_path / "idle")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded = _cli_episode(checkpoint, tmp_path / "loaded")
+    finally:
+        hog.kill()
+        hog.wait()
+    assert idle["accepted_commands"] > 0
+    assert idle["final_qpos"] == loaded["final_qpos"]
+
+
 def test_cli_reports_success_interval_smoothness_and_videos(checkpoint: Path, tmp_path: Path) -> None:
     cmd = [
         sys.executable, "-m", "vla_sim.cli", "eval", "--in-process", "--checkpoint", str(checkpoint),

@@ -139,6 +139,17 @@ def _make_tasks():
     }
 
 
+@dataclass(frozen=True)
+class VideoSpec:
+    """Frames for people, apart from what the policy sees: one camera at its own size, every ``every``
+    steps (2: 25 frames per second of sim time)."""
+
+    camera: str = "angle"
+    height: int = 240
+    width: int = 320
+    every: int = 2
+
+
 @dataclass
 class StepResult:
     qpos: np.ndarray  # [14] ALOHA order, grippers normalised

@@ -138,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, default=0, help="with --episode-steps: stop after this many episodes"
     )
     p.add_argument("--camera-every", type=int, default=1, help="render the cameras every N steps")
-    p.add_argument("--video-dir", default="", help="write a gif of the first episode (first camera) here")
+    p.add_argument(
+        "--video-dir", default="", help="write gifs for people here (angle camera, 240x320, 25 fps)"
+    )
+    p.add_argument("--video-episodes", type=int, default=1, help="with --video-dir: film the first N")
     p.add_argument("--results", default="", help="append one JSON line per finished episode to this file")
     p.add_argument(
         "--sync-topic",
@@ -180,9 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "control logic, many times faster",
     )
     p.add_argument("--torch-threads", type=int, default=1, help="--in-process: torch threads (fixed)")
-    p.add_argument(
-        "--videos", type=int, default=1, help="--in-process: gifs of the first N episodes (angle camera)"
-    )
+    p.add_argument("--videos", type=int, default=1, help="gifs of the first N episodes (angle camera)")
     p.set_defaults(func=cmd_eval)
     return parser
 

@@ -1,15 +1,19 @@
 """DAgger episodes (Ross et al. 2011): the policy drives the sim, the scripted expert labels what it visits.
 
-The scripted expert's joint plan is a function of the seed's object pose and of time alone
-(``plan_joint_trajectory``), and its commands are absolute joint targets, so the expert's label for the
-state the policy reached at step k is the plan's command at step k: from wherever the arm is, go where the
-expert would be. Each episode becomes an episode bag in the demonstrations' layout (``EpisodeRecorder``):
-the cameras and joints the policy saw, the expert's commands as the controllers' commands, so
-``vla-policy train`` reads it like a demonstration.
+The scripted expert's joint plan is a function of the seed's object pose (``plan_joint_trajectory``), and
+its commands are absolute joint targets, so a label for a state the policy reached is a command of that
+plan. Which one: the plan's time alone is a poor label for a policy that hesitates or runs ahead (the same
+observation would be labelled "be further along" more and more, and the labels contradict each other), so
+the label follows the plan's phase: ``tau`` advances one plan step per step while the arms keep up with the
+plan, waits while they lag more than the expert's own tracking lag, and catches up at twice the pace when
+they are ahead. In the plan's pauses (the hand-over, where only the grippers move) every step of the pause
+matches the arms: the phase goes on at the plan's pace, so the grippers' commands keep their timing.
 
-The label holds while the object lies where the plan expects it. Recording ends when it does not: the
-object moved more than ``max_object_shift`` metres before it was lifted (the policy pushed it), or the
-plan's lift time passed without a lift (``label_until_step``).
+Each episode becomes an episode bag in the demonstrations' layout (``EpisodeRecorder``): the cameras and
+joints the policy saw, the labels as the controllers' commands, so ``vla-policy train`` reads it like a
+demonstration. The label holds while the object lies where the plan expects it. Recording ends when it does
+not: the object moved more than ``max_object_shift`` metres before it was lifted (the policy pushed it), or
+the plan's phase passed its lift time (``label_until_step``) without a lift.
 """
 
 from __future__ import annotations
@@ -28,9 +32,15 @@ from vla_sim.eval_metrics import LIFTED_REWARD
 from vla_sim.inprocess_loop import InProcessLoop, LoopConfig
 from vla_sim.scripted_expert import plan_joint_trajectory
 
+ARMS = np.r_[0:6, 7:13]  # ALOHA indices of the arm joints (the grippers are what the labels command)
+TRACKING_LAG = 3  # plan steps the expert's own arms trail its commands (measured: 2-5 on transfer_cube)
+MATCH_TOLERANCE = 0.01  # rad: plan steps this close to the best match count as matching
+MATCH_WINDOW = (-10, 40)  # plan steps searched around the current phase
+
 
 class _Labeller:
-    """The recording hooks of one episode: the plan's command at each step, until the label breaks."""
+    """The recording hooks of one episode: the plan's command at the episode's phase, until the label
+    breaks."""
 
     def __init__(
         self, sim: AlohaSim, rec: EpisodeRecorder, plan: np.ndarray, max_shift: float, until: int
@@ -38,22 +48,41 @@ class _Labeller:
         self.sim, self.rec, self.plan = sim, rec, plan
         self.max_shift, self.until = max_shift, until
         self.steps = 0
+        self.tau = 0
         self.end = ""
         self.object0 = np.zeros(2)
+        self.qpos = np.zeros(14)
 
     def on_reset(self, qpos: np.ndarray, images: dict[str, np.ndarray]) -> None:
         self.object0 = self.sim.object_state[:2].copy()
+        self.qpos = np.asarray(qpos, dtype=np.float64)
         self.rec.reset(qpos, images)
 
+    def phase(self, qpos: np.ndarray) -> int:
+        """The plan step that labels the state ``qpos`` (14-D), given the phase so far."""
+        lo = max(0, self.tau + MATCH_WINDOW[0])
+        hi = min(len(self.plan), self.tau + MATCH_WINDOW[1])
+        dist = np.linalg.norm(self.plan[lo:hi][:, ARMS] - qpos[ARMS], axis=1)
+        near = lo + np.flatnonzero(dist <= dist.min() + MATCH_TOLERANCE)
+        if near[0] + TRACKING_LAG > self.tau + 1:  # ahead even by the earliest match: catch up
+            step = 2
+        elif near[-1] + TRACKING_LAG >= self.tau + 1:  # on time, or in a pause of the plan
+            step = 1
+        else:  # lagging: wait for the arms
+            step = 0
+        return min(self.tau + step, len(self.plan) - 1)
+
     def on_step(self, k: int, target: np.ndarray, res: StepResult, images: dict[str, np.ndarray]) -> bool:
-        self.rec.step(k, self.plan[k], res, images)
+        self.tau = self.phase(self.qpos) if k else 0  # the state the step started from
+        self.rec.step(k, self.plan[self.tau], res, images)
+        self.qpos = np.asarray(res.qpos, dtype=np.float64)
         self.steps = k + 1
         lifted = self.sim.max_reward >= LIFTED_REWARD
         shift = float(np.linalg.norm(self.sim.object_state[:2] - self.object0))
         if not lifted and shift > self.max_shift:
             self.end = f"object pushed {shift:.3f} m at step {k + 1}"
-        elif not lifted and k + 1 >= self.until:
-            self.end = f"not lifted by step {self.until}"
+        elif not lifted and self.tau >= self.until:
+            self.end = f"not lifted by plan step {self.until} (step {k + 1})"
         return not self.end
 
 

@@ -107,7 +107,8 @@ def eval_in_process(args: Any, out: Path) -> tuple[list[dict], list[float]]:
     import torch
     from vla_policy.runtime.inference import WorkerFailure
 
-    from vla_sim.inprocess_loop import InProcessLoop, LoopConfig, VideoSpec
+    from vla_sim.aloha_env import VideoSpec
+    from vla_sim.inprocess_loop import InProcessLoop, LoopConfig
     from vla_sim.sim_node import write_video
 
     torch.set_num_threads(args.torch_threads)  # a fixed count: the same kernels, the same episodes
@@ -164,7 +165,7 @@ def eval_main(args: Any) -> int:
         sys.executable, "-m", "vla_sim.cli", "serve", "--task", args.task, "--mode", args.mode,
         "--height", str(args.height), "--width", str(args.width), "--seed", str(args.seed),
         "--episode-steps", str(steps), "--episodes", str(args.episodes), "--results", str(results),
-        "--video-dir", str(out / "video"),
+        "--video-dir", str(out / "video"), "--video-episodes", str(args.videos),
     ]  # fmt: skip
     lockstep = args.mode == "lockstep"
     if lockstep:

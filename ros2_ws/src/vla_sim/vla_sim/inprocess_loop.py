@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim, StepResult
+from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim, StepResult, VideoSpec
 from vla_sim.commands import CommandArbiter
 from vla_sim.demos import DEFAULT_CAMERA_MAP
 from vla_sim.episode_recorder import GROUP_INDICES
@@ -36,16 +36,6 @@ logger = logging.getLogger(__name__)
 SIM_T0 = 1.0  # sim time of an episode's first tick, as vla-sim serve (a zero stamp means "unset")
 PARAMS = Path(__file__).resolve().parents[1] / "config" / "aloha.yaml"
 STATE_INDEX = np.array(GROUP_INDICES["left_arm"] + GROUP_INDICES["right_arm"] + GROUP_INDICES["claw"])
-
-
-@dataclass(frozen=True)
-class VideoSpec:
-    """Frames for people: one camera at its own size, every ``every`` steps."""
-
-    camera: str = "angle"
-    height: int = 240
-    width: int = 320
-    every: int = 2  # 25 frames per second of sim time
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from vla_policy.stamps import sec_nanosec, to_seconds
 
-from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim
+from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim, VideoSpec
 from vla_sim.commands import CommandArbiter
 from vla_sim.demos import parse_camera_map
 from vla_sim.episode_recorder import GROUP_INDICES
@@ -67,6 +67,7 @@ class SimServer:
         episode_steps: int = 0,
         episodes: int = 0,
         video_dir: str = "",
+        video_episodes: int = 1,
         results: str = "",
         camera_every: int = 1,
         sync_topic: str = "",
@@ -91,6 +92,7 @@ class SimServer:
         self.episodes = episodes
         self.camera_every = max(1, int(camera_every))
         self.video_dir = Path(video_dir) if video_dir else None
+        self.video_episodes = video_episodes  # episodes filmed for people (VIDEO), from the first
         self.results = Path(results) if results else None
         self.sim = AlohaSim(task, cameras=list(self.cams), height=height, width=width)
         lo, hi = self.sim.joint_limits()
@@ -273,8 +275,6 @@ class SimServer:
                 msg.step = msg.width * 3
                 msg.data = img.tobytes()
                 out.append((self.img_pubs[c], msg))
-            if self.video_dir is not None and (self.episode_index == 0) and images:
-                self.frames.append(next(iter(images.values())))
         js = self._JointState()
         js.header.stamp = stamp
         js.name = list(JOINT_NAMES)
@@ -378,6 +378,9 @@ class SimServer:
             t0 = time.perf_counter()
             res = self.sim.step(action)
             self.targets.append(action)
+            filming = self.video_dir is not None and self.episode_index < self.video_episodes
+            if filming and self.sim.steps % VIDEO.every == 0:
+                self.frames.append(self.sim.render_view(VIDEO.camera, VIDEO.height, VIDEO.width))
             self.step_wall.append(time.perf_counter() - t0)
             self.tick_wall.append(time.perf_counter())
             self.total_steps += 1
@@ -400,6 +403,9 @@ class SimServer:
 
     def close(self) -> None:
         self.sim.close()
+
+
+VIDEO = VideoSpec()  # --video-dir: every episode from the angle camera at 240x320, for people
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
@@ -433,6 +439,7 @@ def serve_main(args: Any) -> int:
         episode_steps=episode_steps,
         episodes=getattr(args, "episodes", 0) or 0,
         video_dir=getattr(args, "video_dir", "") or "",
+        video_episodes=getattr(args, "video_episodes", 1),
         results=getattr(args, "results", "") or "",
         camera_every=getattr(args, "camera_every", 1) or 1,
         sync_topic=getattr(args, "sync_topic", "") or "",
