@@ -266,6 +266,18 @@ def test_init_from_trains_only_what_the_flags_say(bags, tmp_path, single_thread)
     assert not saved["backbone"]["tune_visual"] and saved["action_head"]["tune_diffusion_model"]
 
 
+def test_keep_statistics_keeps_the_checkpoint_normalisation(bags, tmp_path, single_thread):
+    """A fine-tuning round (DAgger) keeps the normalisation its checkpoint was trained with."""
+    src = tmp_path / "aloha"
+    VLAPolicy(get_preset("tiny-aloha"), seed=0).save(src)
+    cfg = {**BASE, "steps": 1, "val_fraction": 0.0}
+    train(bags, tmp_path / "kept", TrainConfig(**cfg, keep_statistics=True), checkpoint=src)
+    train(bags, tmp_path / "new", TrainConfig(**cfg), checkpoint=src)
+    stats = {name: json.loads((tmp_path / name / "statistics.json").read_text()) for name in ("kept", "new")}
+    assert stats["kept"] == json.loads((src / "statistics.json").read_text())
+    assert stats["new"] != stats["kept"]
+
+
 def test_loading_workers_build_the_same_batches_as_the_trainer(bags, tmp_path, single_thread):
     cfg = {**BASE, "steps": 3, "val_fraction": 0.0}
     train(bags, tmp_path / "inline", TrainConfig(**cfg), preset="tiny")
