@@ -51,7 +51,19 @@ def test_model_card_reports_the_closed_loop_success_rate_with_its_command() -> N
 
 
 @pytest.mark.parametrize("mode", ["none", "temporal_ensemble", "rtc"])
-def test_recorded_evaluations_use_seeds_outside_the_training_data(mode: str) -> None:
-    result = json.loads((MODEL / "eval" / f"{mode}.json").read_text())
+@pytest.mark.parametrize("where", [".", "in_process"])
+def test_recorded_evaluations_use_seeds_outside_the_training_data(mode: str, where: str) -> None:
+    result = json.loads((MODEL / "eval" / where / f"{mode}.json").read_text())
     training = json.loads((MODEL / "training.json").read_text())
     assert not {e["seed"] for e in result["episodes"]} & set(training["demo_seeds"])
+
+
+def test_model_card_reports_the_in_process_evaluation_with_its_interval() -> None:
+    card = (MODEL / "README.md").read_text()
+    assert "vla-sim eval --in-process" in card
+    for mode in ("none", "temporal_ensemble", "rtc"):
+        result = json.loads((MODEL / "eval" / "in_process" / f"{mode}.json").read_text())
+        assert result["n_episodes"] == 50 and result["blending"] == mode
+        low, high = result["success_rate_wilson95"]
+        row = f"| {mode} | {result['successes']}/50, {round(100 * result['success_rate'])} % "
+        assert row + f"({100 * low:.1f}-{100 * high:.1f} %)" in card, f"the card does not state {mode}"

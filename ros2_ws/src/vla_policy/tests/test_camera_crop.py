@@ -26,8 +26,9 @@ def test_only_the_cropped_region_reaches_the_model() -> None:
 
 
 def test_crops_survive_a_checkpoint_round_trip(tmp_path) -> None:
-    cfg = get_preset("tiny-aloha")
+    cfg = get_preset("tiny-aloha-crop")
     assert cfg.backbone.crops == (("head", 1 / 6, 0.25, 2 / 3, 0.5),)
+    assert get_preset("tiny-aloha").backbone.crops == ()  # the shipped policy's recipe
     VLAPolicy(cfg, seed=0).save(tmp_path, random_init=True)
     assert read_config(tmp_path)[0].backbone.crops == cfg.backbone.crops
 
