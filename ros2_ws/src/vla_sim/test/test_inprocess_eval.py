@@ -1,6 +1,7 @@
 """``vla-sim eval --in-process``: the node's PolicyRuntime and the sim in one process, lock-step."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,13 +56,20 @@ def test_commands_pass_the_node_safety_filter(checkpoint: Path) -> None:
     assert speed[:, arms].max() <= limit * (1 + 1e-6)
 
 
+def _normal_scheduling() -> None:
+    """Children at normal priority whatever this process runs at (a real-time hog would own a core)."""
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def _cli_episode(checkpoint: Path, out: Path) -> dict:
     cmd = [
         sys.executable, "-m", "vla_sim.cli", "eval", "--in-process", "--checkpoint", str(checkpoint),
         "--task", "transfer_cube", "--episodes", "1", "--seed", "1003", "--episode-seconds", "0.6",
         "--height", "48", "--width", "64", "--videos", "0", "--out", str(out),
     ]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PKG)
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=PKG, preexec_fn=_normal_scheduling
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads((out / "eval.json").read_text())["episodes"][0]
 
@@ -70,7 +78,7 @@ def test_the_same_command_gives_the_same_episode_with_a_cpu_hog_beside_it(
     checkpoint: Path, tmp_path: Path
 ) -> None:
     idle = _cli_episode(checkpoint, tmp_path / "idle")
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=_normal_scheduling)
     try:
         loaded = _cli_episode(checkpoint, tmp_path / "loaded")
     finally:
