@@ -3,20 +3,9 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sim_harness import PKG, need_sim
 
 pytestmark = need_sim
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vla_policy.model.policy import VLAPolicy
-    from vla_policy.model.presets import get_preset
-
-    out = tmp_path_factory.mktemp("ck") / "tiny-aloha"
-    VLAPolicy(get_preset("tiny-aloha"), seed=0).save(out, random_init=True)
-    return out
 
 
 def test_a_dagger_bag_is_training_data_labelled_by_the_plan(checkpoint: Path, tmp_path: Path) -> None:

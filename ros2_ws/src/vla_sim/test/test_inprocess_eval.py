@@ -7,21 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sim_harness import PKG, need_sim
 
 pytestmark = need_sim
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random tiny-aloha checkpoint: what the loop does is under test, not how well the policy does."""
-    from vla_policy.model.policy import VLAPolicy
-    from vla_policy.model.presets import get_preset
-
-    out = tmp_path_factory.mktemp("ck") / "tiny-aloha"
-    VLAPolicy(get_preset("tiny-aloha"), seed=0).save(out, random_init=True)
-    return out
 
 
 def _loop(checkpoint: Path, **kw):
@@ -61,15 +49,20 @@ def _normal_scheduling() -> None:
     os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
-def _cli_episode(checkpoint: Path, out: Path) -> dict:
+def _cli(checkpoint: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``vla-sim eval --in-process`` with small frames and 0.6 s episodes, at normal scheduling."""
     cmd = [
         sys.executable, "-m", "vla_sim.cli", "eval", "--in-process", "--checkpoint", str(checkpoint),
-        "--task", "transfer_cube", "--episodes", "1", "--seed", "1003", "--episode-seconds", "0.6",
-        "--height", "48", "--width", "64", "--videos", "0", "--out", str(out),
+        "--task", "transfer_cube", "--episode-seconds", "0.6", "--height", "48", "--width", "64",
+        "--out", str(out), *extra,
     ]  # fmt: skip
-    r = subprocess.run(
+    return subprocess.run(
         cmd, capture_output=True, text=True, timeout=300, cwd=PKG, preexec_fn=_normal_scheduling
     )
+
+
+def _cli_episode(checkpoint: Path, out: Path) -> dict:
+    r = _cli(checkpoint, out, "--episodes", "1", "--seed", "1003", "--videos", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads((out / "eval.json").read_text())["episodes"][0]
 
@@ -89,12 +82,7 @@ def test_the_same_command_gives_the_same_episode_with_a_cpu_hog_beside_it(
 
 
 def test_cli_reports_success_interval_smoothness_and_videos(checkpoint: Path, tmp_path: Path) -> None:
-    cmd = [
-        sys.executable, "-m", "vla_sim.cli", "eval", "--in-process", "--checkpoint", str(checkpoint),
-        "--task", "transfer_cube", "--episodes", "2", "--seed", "1000", "--episode-seconds", "0.6",
-        "--height", "48", "--width", "64", "--videos", "2", "--out", str(tmp_path),
-    ]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PKG)
+    r = _cli(checkpoint, tmp_path, "--episodes", "2", "--seed", "1000", "--videos", "2")
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((tmp_path / "eval.json").read_text())
     assert rep["seeds"] == [1000, 1001] and rep["n_episodes"] == 2
@@ -106,10 +94,6 @@ def test_cli_reports_success_interval_smoothness_and_videos(checkpoint: Path, tm
 
 
 def test_cli_refuses_a_missing_checkpoint_in_one_line(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable, "-m", "vla_sim.cli", "eval", "--in-process", "--checkpoint", str(tmp_path / "nope"),
-        "--task", "transfer_cube", "--out", str(tmp_path / "out"),
-    ]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=PKG)
+    r = _cli(tmp_path / "nope", tmp_path / "out")
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr, r.stderr
