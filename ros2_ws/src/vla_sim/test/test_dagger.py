@@ -12,8 +12,9 @@ def test_a_dagger_bag_is_training_data_labelled_by_the_plan(checkpoint: Path, tm
     from vla_policy.data.episode_dataset import dataset_config_for, read_episode
     from vla_policy.model.presets import get_preset
     from vla_policy.training.trainer import _read_config
+    from vla_sim.aloha_env import JOINT_NAMES
     from vla_sim.dagger import record_dagger
-    from vla_sim.inprocess_loop import STATE_INDEX, LoopConfig
+    from vla_sim.inprocess_loop import LoopConfig
     from vla_sim.scripted_expert import plan_joint_trajectory
 
     cfg = LoopConfig(episode_steps=40, height=48, width=64)
@@ -25,7 +26,8 @@ def test_a_dagger_bag_is_training_data_labelled_by_the_plan(checkpoint: Path, tm
     assert len(episode) > 10
     # the first window's first action is the plan's first command (state order), not what the random
     # policy executed (the arm's start pose at step 0)
-    plan = plan_joint_trajectory("transfer_cube", 5)[1][:, STATE_INDEX]
+    plan = plan_joint_trajectory("transfer_cube", 5)[1]
+    plan0 = episode.joints.state_from_joint_state(JOINT_NAMES, plan[0])
     first = episode.joints.select_actions(episode.actions[0])[0]
-    assert np.allclose(first, plan[0], atol=1e-6)
+    assert np.allclose(first, plan0, atol=1e-6)
     assert not np.allclose(first, episode.states[0], atol=1e-6)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vla_policy.runtime.policy_runtime import RuntimeState
 
 from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim, StepResult, VideoSpec
 from vla_sim.commands import CommandArbiter
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 SIM_T0 = 1.0  # sim time of an episode's first tick, as vla-sim serve (a zero stamp means "unset")
 PARAMS = Path(__file__).resolve().parents[1] / "config" / "aloha.yaml"
-STATE_INDEX = np.array(GROUP_INDICES["left_arm"] + GROUP_INDICES["right_arm"] + GROUP_INDICES["claw"])
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,6 @@ class LoopConfig:
     height: int = 96
     width: int = 128
     task: str = "transfer_cube"
-
-
-def to_aloha(command: np.ndarray) -> np.ndarray:
-    """State-vector order [..., 14] -> ALOHA 14-D order."""
-    command = np.asarray(command, dtype=np.float64)
-    out = np.empty_like(command)
-    out[..., STATE_INDEX] = command
-    return out
 
 
 class InProcessLoop:
@@ -94,9 +86,6 @@ class InProcessLoop:
         )
         if abs(self.runtime.period - DT) > 1e-9:
             raise ValueError(f"control period {self.runtime.period} s differs from the sim's {DT} s")
-        joints = self.runtime.joints
-        if joints.joint_names != tuple(JOINT_NAMES[i] for i in STATE_INDEX):
-            raise ValueError(f"{params}: joint groups do not follow the sim's joint order")
         self.cameras = {s: m for s, m in DEFAULT_CAMERA_MAP.items() if m in self.runner.info.cameras}
         missing = set(self.runner.info.cameras) - set(self.cameras.values())
         if missing:
@@ -112,28 +101,25 @@ class InProcessLoop:
         self.sim.close()
 
     def _observe(self, qpos: np.ndarray, now: float, images: dict[str, np.ndarray] | None) -> None:
-        rt = self.runtime
-        rt.observe_joints(qpos[STATE_INDEX], now)
-        if images is None and (rt.scheduler.needs_inference(now) or rt.state.name != "RUNNING"):
+        rt = self.runtime  # /joint_states as the sim publishes them, mapped by name as the node does
+        rt.observe_joints(rt.joints.state_from_joint_state(JOINT_NAMES, qpos), now)
+        if images is None and (rt.scheduler.needs_inference(now) or rt.state != RuntimeState.RUNNING):
             images = self.sim.render()
         for cam, rgb in (images or {}).items():
             rt.observe_image(self.cameras[cam], rgb, now)
 
     def _send(self, out: Any, now: float) -> None:
+        """What the node would publish, per group in its joints' order, to the sim's controllers."""
         joints = self.runtime.joints
         if out.trajectory is not None:
             t = out.trajectory
-            aloha = to_aloha(t.positions)
-            for group in joints.active_groups:
-                idx = GROUP_INDICES[group]
+            for group, values in joints.split_joints(t.positions).items():
                 self.arbiter.on_trajectory(
-                    group, [JOINT_NAMES[i] for i in idx], t.time_from_start.tolist(),
-                    aloha[:, idx].tolist(), t.stamp, now,
-                )  # fmt: skip
+                    group, joints.group(group), t.time_from_start.tolist(), values.tolist(), t.stamp, now
+                )
         if out.command is not None:
-            aloha = to_aloha(out.command)
-            for group in joints.active_groups:
-                self.arbiter.on_forward(group, aloha[GROUP_INDICES[group]], now)
+            for group, values in joints.split_joints(out.command).items():
+                self.arbiter.on_forward(group, values, now)
 
     def run_episode(
         self,
@@ -173,7 +159,7 @@ class InProcessLoop:
             out = rt.tick(now)
             if out.chunk is not None:
                 latencies.append(out.chunk.compute_s)
-            if out.state.name != "RUNNING":
+            if out.state != RuntimeState.RUNNING:
                 not_running += 1
             self._send(out, now)
             target = self.arbiter.command(now)
