@@ -54,20 +54,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_dagger(args: argparse.Namespace) -> int:
-    import torch
-    from vla_policy.runtime.inference import WorkerFailure
-
-    from vla_sim.aloha_env import SimError
     from vla_sim.dagger import record_dagger
     from vla_sim.inprocess_loop import LoopConfig
 
-    torch.set_num_threads(args.torch_threads)
-    cfg = LoopConfig(blending=args.blending, height=args.height, width=args.width, task=args.task)
+    cfg = LoopConfig(
+        blending=args.blending,
+        height=args.height,
+        width=args.width,
+        task=args.task,
+        torch_threads=args.torch_threads,
+    )
     seeds = list(range(args.seed, args.seed + args.episodes))
-    try:
-        summary = record_dagger(args.checkpoint, seeds, args.out, cfg, args.storage)
-    except (WorkerFailure, ValueError) as exc:
-        raise SimError(str(exc)) from exc
+    summary = record_dagger(args.checkpoint, seeds, args.out, cfg, args.storage)
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
     return 0
 

@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 
 from vla_sim.aloha_env import AlohaSim, StepResult
-from vla_sim.episode_recorder import EpisodeRecorder
+from vla_sim.episode_recorder import GROUP_INDICES, EpisodeRecorder
 from vla_sim.eval_metrics import LIFTED_REWARD
 from vla_sim.inprocess_loop import InProcessLoop, LoopConfig
 from vla_sim.scripted_expert import plan_joint_trajectory
 
-ARMS = np.r_[0:6, 7:13]  # ALOHA indices of the arm joints (the grippers are what the labels command)
+# ALOHA indices of the arm joints (the grippers are what the labels command)
+ARMS = np.array(GROUP_INDICES["left_arm"] + GROUP_INDICES["right_arm"])
 TRACKING_LAG = 3  # plan steps the expert's own arms trail its commands (measured: 2-5 on transfer_cube)
 MATCH_TOLERANCE = 0.01  # rad: plan steps this close to the best match count as matching
 MATCH_WINDOW = (-10, 40)  # plan steps searched around the current phase

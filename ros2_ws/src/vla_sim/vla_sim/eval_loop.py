@@ -27,7 +27,7 @@ from typing import Any
 from vla_policy.stamps import to_seconds
 from vla_policy_node.child_process import ChildProcess
 
-from vla_sim.aloha_env import DT, EPISODE_STEPS, SimError
+from vla_sim.aloha_env import DT, EPISODE_STEPS
 from vla_sim.eval_metrics import LIFTED_REWARD, TOUCHED_REWARD, demonstration_jerk, wilson_interval
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "aloha.yaml"
@@ -104,14 +104,10 @@ def _node_cmd(checkpoint: str, output_mode: str, blending: str, lockstep: bool, 
 def eval_in_process(args: Any, out: Path) -> tuple[list[dict], list[float]]:
     """``--in-process``: the episodes through ``InProcessLoop`` (the node's PolicyRuntime, lock-step, no
     DDS); a video of the first ``--videos`` episodes from the ``angle`` camera at 240x320."""
-    import torch
-    from vla_policy.runtime.inference import WorkerFailure
-
     from vla_sim.aloha_env import VideoSpec
     from vla_sim.inprocess_loop import InProcessLoop, LoopConfig
     from vla_sim.sim_node import write_video
 
-    torch.set_num_threads(args.torch_threads)  # a fixed count: the same kernels, the same episodes
     steps = round(args.episode_seconds / DT) if args.episode_seconds else 0
     cfg = LoopConfig(
         blending=args.blending,
@@ -121,11 +117,9 @@ def eval_in_process(args: Any, out: Path) -> tuple[list[dict], list[float]]:
         height=args.height,
         width=args.width,
         task=args.task,
+        torch_threads=args.torch_threads,
     )
-    try:
-        loop = InProcessLoop(args.checkpoint, cfg)
-    except (WorkerFailure, ValueError) as exc:
-        raise SimError(str(exc)) from exc
+    loop = InProcessLoop(args.checkpoint, cfg)
     eps: list[dict] = []
     latencies: list[float] = []
     try:

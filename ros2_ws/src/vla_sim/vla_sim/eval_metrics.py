@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from vla_policy.evaluation.eval_report import jerk
 
 from vla_sim.aloha_env import DT
 
@@ -29,9 +30,10 @@ def jerk_mean_abs(targets: np.ndarray, period: float = DT) -> float | None:
     """Mean |third difference| / period^3 of a [T, J] series of joint targets (rad/s^3 for the arms);
     None when shorter than 4 rows."""
     targets = np.asarray(targets, dtype=np.float64)
-    if targets.ndim != 2 or targets.shape[0] < 4:
+    if targets.ndim != 2:
         return None
-    return float(np.mean(np.abs(np.diff(targets, n=3, axis=0)))) / period**3
+    j = jerk(targets, period)  # the offline report's measure, over runs of finite rows
+    return float(np.mean(np.abs(j))) if j.size else None
 
 
 def demonstration_jerk(task: str, seeds: Sequence[int]) -> float | None:

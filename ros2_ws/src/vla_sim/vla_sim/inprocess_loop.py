@@ -26,7 +26,16 @@ from typing import Any
 import numpy as np
 from vla_policy.runtime.policy_runtime import RuntimeState
 
-from vla_sim.aloha_env import DT, EPISODE_STEPS, INSTRUCTIONS, JOINT_NAMES, AlohaSim, StepResult, VideoSpec
+from vla_sim.aloha_env import (
+    DT,
+    EPISODE_STEPS,
+    INSTRUCTIONS,
+    JOINT_NAMES,
+    AlohaSim,
+    SimError,
+    StepResult,
+    VideoSpec,
+)
 from vla_sim.commands import CommandArbiter
 from vla_sim.demos import DEFAULT_CAMERA_MAP
 from vla_sim.episode_recorder import GROUP_INDICES
@@ -47,32 +56,41 @@ class LoopConfig:
     height: int = 96
     width: int = 128
     task: str = "transfer_cube"
+    torch_threads: int = 1  # a fixed count: the same kernels, the same episodes
 
 
 class InProcessLoop:
     """One policy, one sim, one runtime; ``run_episode(seed)`` returns the episode's record."""
 
     def __init__(self, checkpoint: str | Path, cfg: LoopConfig, params: str | Path = PARAMS) -> None:
-        from vla_policy.runtime.inference import PolicySpec
+        """``SimError`` (one line) when the checkpoint, the parameters or the sim do not fit."""
+        from vla_policy.runtime.inference import PolicySpec, WorkerFailure
         from vla_policy.runtime.inline_worker import InlineWorker
         from vla_policy.runtime.policy_runner import PolicyRunner
         from vla_policy.runtime.policy_runtime import PolicyRuntime, RuntimeConfig
         from vla_policy.runtime.settings import build_settings, read_parameter_file
 
-        values = read_parameter_file(params)
-        values.update(
-            checkpoint=str(checkpoint),
-            blending=cfg.blending,
-            output_mode=cfg.output_mode,
-            seed=int(cfg.noise_seed),
-            lockstep=True,
-            warmup_runs=0,
-        )
-        settings = build_settings(values)
-        spec = PolicySpec(
-            checkpoint=str(checkpoint), device="cpu", warmup_runs=0, state_dim=settings.joints.state_dim
-        )
-        self.runner = PolicyRunner.load(spec)
+        try:
+            values = read_parameter_file(params)
+            values.update(
+                checkpoint=str(checkpoint),
+                blending=cfg.blending,
+                output_mode=cfg.output_mode,
+                seed=int(cfg.noise_seed),
+                lockstep=True,
+                warmup_runs=0,
+            )
+            settings = build_settings(values)
+            spec = PolicySpec(
+                checkpoint=str(checkpoint),
+                device="cpu",
+                torch_threads=cfg.torch_threads,
+                warmup_runs=0,
+                state_dim=settings.joints.state_dim,
+            )
+            self.runner = PolicyRunner.load(spec)
+        except (WorkerFailure, ValueError) as exc:
+            raise SimError(str(exc)) from exc
         self.cfg = cfg
         self._now = math.nan
         worker = InlineWorker(spec, 0.0, self.runner)
@@ -85,11 +103,11 @@ class InProcessLoop:
             wall_clock=lambda: self._now,
         )
         if abs(self.runtime.period - DT) > 1e-9:
-            raise ValueError(f"control period {self.runtime.period} s differs from the sim's {DT} s")
+            raise SimError(f"control period {self.runtime.period} s differs from the sim's {DT} s")
         self.cameras = {s: m for s, m in DEFAULT_CAMERA_MAP.items() if m in self.runner.info.cameras}
         missing = set(self.runner.info.cameras) - set(self.cameras.values())
         if missing:
-            raise ValueError(f"the checkpoint's cameras {sorted(missing)} are not rendered by the sim")
+            raise SimError(f"the checkpoint's cameras {sorted(missing)} are not rendered by the sim")
         self.sim = AlohaSim(cfg.task, cameras=list(self.cameras), height=cfg.height, width=cfg.width)
         lo, hi = self.sim.joint_limits()
         groups = {g: [JOINT_NAMES[i] for i in idx] for g, idx in GROUP_INDICES.items()}
